@@ -1,0 +1,61 @@
+"""A task sent from the controller comes back from a worker, in bounded time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Redis's port as published on the controller's loopback by molecule.yml.
+CONTROLLER_PORT = 16390
+
+
+@pytest.fixture(scope="module")
+def controller_config(tmp_path_factory: pytest.TempPathFactory, redis_password: str) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("controller") / "config.toml"
+    path.write_text(
+        f'[redis]\nhost = "127.0.0.1"\nport = {CONTROLLER_PORT}\npassword = "{redis_password}"\n'
+    )
+    yield path
+
+
+def test_smoke_from_the_controller(controller_config: Path) -> None:
+    env = {**os.environ, "TASKAPP_CONFIG": str(controller_config)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskapp", "smoke", "--count", "10", "--timeout", "60"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "11 passed, 0 failed" in proc.stdout, proc.stdout
+    workers = {line.split()[3] for line in proc.stdout.splitlines() if "SUCCESS" in line}
+    assert workers <= {"default@mol-default-worker1", "default@mol-default-worker2"}, workers
+
+
+def test_both_workers_answer_from_the_controller(controller_config: Path) -> None:
+    env = {**os.environ, "TASKAPP_CONFIG": str(controller_config)}
+    out = subprocess.run(
+        [sys.executable, "-m", "taskapp", "ping-workers"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "default@mol-default-worker1" in out
+    assert "default@mol-default-worker2" in out
+
+
+def test_unauthenticated_controller_is_refused() -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=CONTROLLER_PORT, socket_timeout=5)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        client.ping()

@@ -1,0 +1,57 @@
+"""Each worker host runs its instances sandboxed, as the inventory sizes them."""
+
+from __future__ import annotations
+
+import json
+
+import testinfra
+
+testinfra_hosts = ["celery_workers"]
+
+CELERY = "TASKAPP_CONFIG=/etc/taskapp/config.toml /opt/taskapp/current/venv/bin/celery"
+
+
+def test_unit_enabled_and_running(host: testinfra.host.Host) -> None:
+    service = host.service("celery-worker@default")
+    assert service.is_running
+    assert service.is_enabled
+
+
+def test_worker_does_not_run_as_root(host: testinfra.host.Host) -> None:
+    users = host.check_output("ps -o user= -C celery || ps -eo user=,args= | grep '[c]elery'")
+    assert users
+    assert "root" not in users.split()
+
+
+def test_config_is_readable_by_the_app_only(host: testinfra.host.Host) -> None:
+    conf = host.file("/etc/taskapp/config.toml")
+    assert (conf.user, conf.group, conf.mode) == ("root", "taskapp", 0o640)
+
+
+def test_stop_waits_for_running_tasks(host: testinfra.host.Host) -> None:
+    props = host.check_output(
+        "systemctl show celery-worker@default -p KillMode -p TimeoutStopUSec -p Type"
+    )
+    assert "KillMode=mixed" in props
+    assert "Type=simple" in props
+    # hard time limit 330 + soft shutdown 10 + margin 30
+    assert "TimeoutStopUSec=6min 10s" in props
+
+
+def test_pool_size_matches_inventory(host: testinfra.host.Host) -> None:
+    hostname = host.check_output("hostname")
+    expected = host.ansible.get_variables().get("celery_worker_concurrency") or int(
+        host.check_output("nproc")
+    )
+    out = host.check_output(
+        f"{CELERY} --app taskapp.app:app inspect stats --json --timeout 10 "
+        f"--destination default@{hostname}"
+    )
+    stats = json.loads(out)[f"default@{hostname}"]
+    assert stats["pool"]["max-concurrency"] == expected
+
+
+def test_unit_is_sandboxed(host: testinfra.host.Host) -> None:
+    out = host.check_output("systemd-analyze security --no-pager celery-worker@default.service")
+    exposure = float(out.strip().splitlines()[-1].split()[-3])
+    assert exposure <= 2.5, out

@@ -1,0 +1,31 @@
+"""The README documents every role variable, generated from the argument specs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO, ROLES
+
+
+def test_readme_variable_tables_are_current() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts/role_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_readme_has_a_table_for_every_role() -> None:
+    readme = (REPO / "README.md").read_text()
+    for role in ROLES:
+        assert f"<!-- role-variables:{role.name}:start -->" in readme, role.name
+
+
+def test_readme_names_the_two_commands() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "make lab" in readme
+    assert "make test" in readme
+    assert "make test" in (REPO / ".ci/run").read_text()
