@@ -1,0 +1,231 @@
+"""The one place configuration is read: a TOML file written by the Ansible role."""
+
+import os
+import ssl
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+DEFAULT_PATH = Path("/etc/taskapp/taskapp.toml")
+ENV_VAR = "TASKAPP_CONFIG"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message starts with the dotted key at fault."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsSettings:
+    enabled: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisSettings:
+    host: str
+    password: str
+    port: int = 6379
+    username: str = ""
+    broker_db: int = 0
+    result_db: int = 1
+    key_prefix: str = ""
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CelerySettings:
+    task_soft_time_limit: int = 300
+    task_time_limit: int = 330
+    visibility_timeout: int = 3600
+    result_expires: int = 86400
+    worker_prefetch_multiplier: int = 1
+    worker_soft_shutdown_timeout: int = 10
+    default_queue: str = "celery"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    redis: RedisSettings
+    celery: CelerySettings = field(default_factory=CelerySettings)
+
+
+_T = TypeVar("_T", bound="DataclassInstance")
+
+# Seconds between PINGs on idle connections, so a silently dropped connection is noticed.
+HEALTH_CHECK_INTERVAL = 10
+
+_TYPE_WORDS = {int: "an integer", str: "a string", bool: "true or false"}
+_TOML_KINDS = {bool: "boolean", int: "integer", float: "float", str: "string", dict: "table"}
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read and validate the TOML file at path, $TASKAPP_CONFIG, or /etc/taskapp/taskapp.toml."""
+    if path is None:
+        path = Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found; create it or set {ENV_VAR}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return parse_settings(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def parse_settings(data: Mapping[str, object]) -> Settings:
+    settings = _build(Settings, data, "")
+    _check_ranges(settings)
+    return settings
+
+
+def _build(cls: type[_T], table: Mapping[str, object], prefix: str) -> _T:
+    # Deriving the schema from the dataclasses keeps key names, types and defaults in one place.
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    for key in table:
+        if key not in known:
+            raise ConfigError(
+                f"{prefix}{key}: unknown key; check its spelling (known here: {', '.join(known)})"
+            )
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        dotted = prefix + f.name
+        kind = hints[f.name]
+        if f.name not in table:
+            if f.default is MISSING and f.default_factory is MISSING:
+                what = f"table [{dotted}]" if is_dataclass(kind) else "key"
+                raise ConfigError(f"{dotted}: required {what} is missing; add it")
+            continue
+        value = table[f.name]
+        if isinstance(kind, type) and is_dataclass(kind):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{dotted}: must be a table ([{dotted}]), not a single value")
+            values[f.name] = _build(kind, value, dotted + ".")
+        elif type(value) is not kind:
+            # Exact type match: TOML true must not pass as the integer 1, nor 8.0 as 8.
+            raise ConfigError(
+                f"{dotted}: must be {_TYPE_WORDS[kind]}, "
+                f"got a TOML {_TOML_KINDS.get(type(value), type(value).__name__)}"
+            )
+        else:
+            values[f.name] = value
+    return cls(**values)
+
+
+def _check_ranges(settings: Settings) -> None:
+    redis, celery = settings.redis, settings.celery
+    if not redis.host.strip():
+        raise ConfigError("redis.host: must not be empty; set the Redis server's name or address")
+    if not redis.password:
+        raise ConfigError("redis.password: must not be empty; Redis must require authentication")
+    if not 1 <= redis.port <= 65535:
+        raise ConfigError(f"redis.port: {redis.port} is not a TCP port; use 1..65535")
+    for key in ("broker_db", "result_db"):
+        db = getattr(redis, key)
+        if not 0 <= db <= 15:
+            raise ConfigError(f"redis.{key}: {db} is not a default Redis database; use 0..15")
+    if redis.tls.enabled:
+        for key in ("ca_file", "cert_file", "key_file"):
+            if not getattr(redis.tls, key):
+                raise ConfigError(
+                    f"redis.tls.{key}: must be set when redis.tls.enabled is true "
+                    "(Redis requires client certificates); give a file path or disable TLS"
+                )
+    for key in (
+        "task_soft_time_limit",
+        "task_time_limit",
+        "visibility_timeout",
+        "result_expires",
+        "worker_prefetch_multiplier",
+    ):
+        if getattr(celery, key) < 1:
+            raise ConfigError(f"celery.{key}: must be at least 1")
+    if celery.worker_soft_shutdown_timeout < 0:
+        raise ConfigError("celery.worker_soft_shutdown_timeout: must be 0 or more")
+    if not celery.default_queue:
+        raise ConfigError("celery.default_queue: must not be empty; name the queue")
+    if celery.task_soft_time_limit >= celery.task_time_limit:
+        raise ConfigError(
+            f"celery.task_soft_time_limit: {celery.task_soft_time_limit} must be below "
+            f"celery.task_time_limit ({celery.task_time_limit}), or the task never gets its "
+            "warning; lower it or raise the hard limit"
+        )
+    if celery.task_time_limit >= celery.visibility_timeout:
+        raise ConfigError(
+            f"celery.task_time_limit: {celery.task_time_limit} must be below "
+            f"celery.visibility_timeout ({celery.visibility_timeout}), or a task still running "
+            "when the timeout expires is delivered again and runs twice; lower the limit or "
+            "raise the timeout"
+        )
+
+
+def celery_config(settings: Settings) -> dict[str, object]:
+    """Celery settings for this deployment; the choices are explained in FIELD-NOTES.md."""
+    redis, celery = settings.redis, settings.celery
+    transport: dict[str, object] = {"visibility_timeout": celery.visibility_timeout}
+    if redis.key_prefix:
+        # Both broker and results under one prefix, so a Redis ACL can confine the user to it.
+        transport["global_keyprefix"] = redis.key_prefix
+    conf: dict[str, object] = {
+        "broker_url": redis_url(settings, redis.broker_db),
+        "result_backend": redis_url(settings, redis.result_db),
+        "broker_transport_options": {**transport, "health_check_interval": HEALTH_CHECK_INTERVAL},
+        "result_backend_transport_options": dict(transport),
+        "redis_backend_health_check_interval": HEALTH_CHECK_INTERVAL,
+        "broker_connection_retry_on_startup": True,
+        # Pickle would let anyone who can write to the broker run code on the workers.
+        "accept_content": ["json"],
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "result_accept_content": ["json"],
+        # At-least-once delivery: a task whose worker dies is redelivered, not lost.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": celery.worker_prefetch_multiplier,
+        "task_soft_time_limit": celery.task_soft_time_limit,
+        "task_time_limit": celery.task_time_limit,
+        "worker_soft_shutdown_timeout": celery.worker_soft_shutdown_timeout,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "result_expires": celery.result_expires,
+        # Stores the worker's name with each result, so a client can tell who ran a task.
+        "result_extended": True,
+        "task_track_started": True,
+        "worker_send_task_events": False,
+        "task_default_queue": celery.default_queue,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+    if redis.tls.enabled:
+        ssl_options = {
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            "ssl_ca_certs": redis.tls.ca_file,
+            "ssl_certfile": redis.tls.cert_file,
+            "ssl_keyfile": redis.tls.key_file,
+        }
+        conf["broker_use_ssl"] = ssl_options
+        conf["redis_backend_use_ssl"] = dict(ssl_options)
+    return conf
+
+
+def redis_url(settings: Settings, db: int) -> str:
+    """A redis:// or rediss:// URL; credentials are quoted so @ : / # in them survive."""
+    redis = settings.redis
+    scheme = "rediss" if redis.tls.enabled else "redis"
+    user = quote(redis.username, safe="")
+    password = quote(redis.password, safe="")
+    host = f"[{redis.host}]" if ":" in redis.host else redis.host  # IPv6 literal
+    return f"{scheme}://{user}:{password}@{host}:{redis.port}/{db}"

@@ -1,0 +1,86 @@
+"""The bundled tasks. Delivery is at least once (acks_late), so every task is idempotent."""
+
+import hashlib
+import json
+import math
+from http.client import HTTPMessage
+from typing import IO
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+from urllib.request import HTTPRedirectHandler, Request, build_opener
+
+from taskapp.app import app
+
+FETCH_TIMEOUT = 10
+_CHUNK = 64 * 1024
+# Failures to reach the server at all; an HTTP answer, whatever its status, is not one of them.
+NETWORK_ERRORS = (URLError, TimeoutError, ConnectionError)
+
+
+@app.task(name="taskapp.ping")
+def ping() -> str:
+    return "pong"
+
+
+@app.task(name="taskapp.process_data")
+def process_data(data: list[float]) -> dict[str, object]:
+    """Count, sum, mean, min, max and a sha256 of the input's canonical JSON."""
+    if not isinstance(data, list):
+        raise TypeError(f"data must be a list of numbers, got {type(data).__name__}")
+    for i, x in enumerate(data):
+        # bool is an int subclass, but True is not a measurement.
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise TypeError(f"data[{i}] must be a number, got {type(x).__name__}")
+        if not math.isfinite(x):
+            raise ValueError(f"data[{i}] must be finite, got {x}")
+    canonical = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    total = math.fsum(data)
+    return {
+        "count": len(data),
+        "sum": total,
+        "mean": total / len(data) if data else None,
+        "min": min(data) if data else None,
+        "max": max(data) if data else None,
+        "sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+    }
+
+
+def check_scheme(url: str) -> None:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"only http and https URLs are fetched, not {scheme or 'no'} scheme")
+
+
+class _HttpOnlyRedirects(HTTPRedirectHandler):
+    # urllib follows redirects to ftp:// too; the scheme rule must hold after a redirect.
+    def redirect_request(
+        self, req: Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage, newurl: str
+    ) -> Request | None:
+        check_scheme(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+@app.task(
+    name="taskapp.fetch_url",
+    autoretry_for=NETWORK_ERRORS,
+    dont_autoretry_for=(HTTPError,),
+    max_retries=5,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+)
+def fetch_url(url: str) -> dict[str, object]:
+    """GET url. Any HTTP status is returned as the result; only network errors are retried."""
+    check_scheme(url)
+    opener = build_opener(_HttpOnlyRedirects)
+    try:
+        response = opener.open(url, timeout=FETCH_TIMEOUT)
+    except HTTPError as exc:
+        response = exc
+    with response:
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := response.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        return {"url": url, "status": response.status, "bytes": size, "sha256": digest.hexdigest()}

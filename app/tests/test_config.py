@@ -1,0 +1,286 @@
+import copy
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.backends.redis import RedisBackend
+from kombu.utils.url import url_to_parts
+
+from taskapp.config import (
+    CelerySettings,
+    ConfigError,
+    RedisSettings,
+    Settings,
+    TlsSettings,
+    celery_config,
+    load_settings,
+    parse_settings,
+)
+
+MINIMAL: dict[str, Any] = {"redis": {"host": "redis1", "password": "secret"}}
+FULL: dict[str, Any] = {
+    "redis": {
+        "host": "redis1",
+        "port": 6380,
+        "username": "celery",
+        "password": "secret",
+        "broker_db": 2,
+        "result_db": 3,
+        "key_prefix": "app:",
+        "tls": {"enabled": True, "ca_file": "/ca", "cert_file": "/cert", "key_file": "/key"},
+    },
+    "celery": {
+        "task_soft_time_limit": 10,
+        "task_time_limit": 20,
+        "visibility_timeout": 30,
+        "result_expires": 40,
+        "worker_prefetch_multiplier": 4,
+        "worker_soft_shutdown_timeout": 0,
+        "default_queue": "work",
+    },
+}
+
+
+def with_value(base: dict[str, Any], dotted: str, value: object) -> dict[str, Any]:
+    """A deep copy of base with dotted set to value, or removed when value is ..."""
+    data = copy.deepcopy(base)
+    *parents, leaf = dotted.split(".")
+    table = data
+    for name in parents:
+        table = table.setdefault(name, {})
+    if value is ...:
+        del table[leaf]
+    else:
+        table[leaf] = value
+    return data
+
+
+def test_minimal_config_takes_the_documented_defaults() -> None:
+    assert parse_settings(MINIMAL) == Settings(
+        redis=RedisSettings(host="redis1", password="secret"), celery=CelerySettings()
+    )
+    defaults = parse_settings(MINIMAL)
+    assert (defaults.redis.port, defaults.redis.broker_db, defaults.redis.result_db) == (6379, 0, 1)
+    assert defaults.redis.tls == TlsSettings(enabled=False)
+    assert defaults.celery.task_time_limit == 330
+    assert defaults.celery.visibility_timeout == 3600
+    assert defaults.celery.default_queue == "celery"
+
+
+def test_full_config_is_read_as_written() -> None:
+    settings = parse_settings(FULL)
+    assert settings.redis.tls == TlsSettings(
+        enabled=True, ca_file="/ca", cert_file="/cert", key_file="/key"
+    )
+    assert settings.celery.default_queue == "work"
+    assert settings.redis.username == "celery"
+
+
+def test_settings_are_frozen() -> None:
+    settings = parse_settings(MINIMAL)
+    with pytest.raises(AttributeError):
+        settings.redis.host = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value"),
+    [
+        ("redis", ...),
+        ("redis.host", ...),
+        ("redis.host", ""),
+        ("redis.host", "  "),
+        ("redis.password", ...),
+        ("redis.password", ""),
+        ("redis.port", True),
+        ("redis.port", "6379"),
+        ("redis.port", 6379.0),
+        ("redis.port", 0),
+        ("redis.port", 65536),
+        ("redis.broker_db", 16),
+        ("redis.result_db", -1),
+        ("redis.username", 5),
+        ("redis.passwrd", "typo"),
+        ("redis.tls", "yes"),
+        ("redis.tls.enabled", 1),
+        ("redis.tls.verify", False),
+        ("celery.task_time_limit", 30.5),
+        ("celery.worker_prefetch_multiplier", 0),
+        ("celery.worker_prefetch_multiplier", False),
+        ("celery.result_expires", 0),
+        ("celery.worker_soft_shutdown_timeout", -1),
+        ("celery.default_queue", ""),
+        ("celery.concurrency", 4),
+        ("beat", {}),
+    ],
+)
+def test_invalid_value_is_refused_naming_its_key(dotted: str, value: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(with_value(MINIMAL, dotted, value))
+    assert str(caught.value).startswith(f"{dotted}:")
+
+
+def test_soft_limit_must_be_below_hard_limit() -> None:
+    data = with_value(MINIMAL, "celery.task_soft_time_limit", 330)
+    with pytest.raises(ConfigError, match=r"^celery\.task_soft_time_limit: .*task_time_limit"):
+        parse_settings(data)
+
+
+def test_hard_limit_must_be_below_visibility_timeout() -> None:
+    data = with_value(MINIMAL, "celery.task_time_limit", 3600)
+    with pytest.raises(ConfigError, match=r"^celery\.task_time_limit: .*runs twice"):
+        parse_settings(data)
+
+
+@pytest.mark.parametrize("key", ["ca_file", "cert_file", "key_file"])
+def test_tls_needs_every_file(key: str) -> None:
+    data = with_value(FULL, f"redis.tls.{key}", "")
+    with pytest.raises(ConfigError, match=rf"^redis\.tls\.{key}: must be set"):
+        parse_settings(data)
+
+
+def test_type_error_does_not_echo_the_value() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(with_value(MINIMAL, "redis.password", 123456789))
+    assert "123456789" not in str(caught.value)
+
+
+def test_load_settings_reads_the_file_named_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "taskapp.toml"
+    path.write_text('[redis]\nhost = "redis9"\npassword = "pw"\n[celery]\ndefault_queue = "q"\n')
+    monkeypatch.setenv("TASKAPP_CONFIG", str(path))
+    settings = load_settings()
+    assert (settings.redis.host, settings.celery.default_queue) == ("redis9", "q")
+    assert load_settings(path) == settings
+
+
+def test_load_settings_names_the_file_and_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "taskapp.toml"
+    path.write_text('[redis]\nhost = "redis9"\npassword = "pw"\nport = "6379"\n')
+    with pytest.raises(ConfigError, match=rf"^{path}: redis\.port: must be an integer"):
+        load_settings(path)
+
+
+def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not found.*TASKAPP_CONFIG"):
+        load_settings(tmp_path / "absent.toml")
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read the config file"):
+        load_settings(tmp_path)  # a directory: IsADirectoryError
+
+
+def test_type_error_names_the_toml_type() -> None:
+    with pytest.raises(ConfigError, match=r"^redis\.port: must be an integer, got a TOML boolean$"):
+        parse_settings(with_value(MINIMAL, "redis.port", True))
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "taskapp.toml"
+    path.write_text("[redis\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(path)
+
+
+def test_default_path_is_etc_when_environment_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKAPP_CONFIG")
+    with pytest.raises(ConfigError, match=r"^/etc/taskapp/taskapp\.toml: "):
+        load_settings()
+
+
+def test_urls_point_at_broker_and_result_databases() -> None:
+    conf = celery_config(parse_settings(MINIMAL))
+    assert conf["broker_url"] == "redis://:secret@redis1:6379/0"
+    assert conf["result_backend"] == "redis://:secret@redis1:6379/1"
+
+
+@pytest.mark.parametrize("password", ["p@ss:w/rd#1", "%41 ?&=", "ü€"])
+def test_special_characters_in_credentials_survive_the_url(password: str) -> None:
+    data = with_value(with_value(MINIMAL, "redis.password", password), "redis.username", "u@1")
+    conf = celery_config(parse_settings(data))
+    # Parsed back the way kombu (broker) and Celery's Redis backend (results) parse them.
+    parts = url_to_parts(str(conf["broker_url"]))
+    assert (parts.username, parts.password, parts.hostname) == ("u@1", password, "redis1")
+    params = _backend_params(conf)
+    assert (params["username"], params["password"], params["host"]) == ("u@1", password, "redis1")
+
+
+def test_tls_uses_rediss_and_verifies_the_server() -> None:
+    conf = celery_config(parse_settings(FULL))
+    assert str(conf["broker_url"]).startswith("rediss://celery:secret@redis1:6380/2")
+    assert str(conf["result_backend"]).startswith("rediss://celery:secret@redis1:6380/3")
+    expected = {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_ca_certs": "/ca",
+        "ssl_certfile": "/cert",
+        "ssl_keyfile": "/key",
+    }
+    assert conf["broker_use_ssl"] == expected
+    assert conf["redis_backend_use_ssl"] == expected
+
+
+def test_no_tls_means_no_ssl_options() -> None:
+    conf = celery_config(parse_settings(MINIMAL))
+    assert "broker_use_ssl" not in conf
+    assert "redis_backend_use_ssl" not in conf
+
+
+def test_key_prefix_applies_to_broker_and_results() -> None:
+    conf = celery_config(parse_settings(FULL))
+    assert conf["broker_transport_options"] == {
+        "visibility_timeout": 30,
+        "global_keyprefix": "app:",
+        "health_check_interval": 10,
+    }
+    assert conf["result_backend_transport_options"] == {
+        "visibility_timeout": 30,
+        "global_keyprefix": "app:",
+    }
+
+
+def test_empty_key_prefix_is_left_out() -> None:
+    conf = celery_config(parse_settings(MINIMAL))
+    assert conf["broker_transport_options"] == {
+        "visibility_timeout": 3600,
+        "health_check_interval": 10,
+    }
+    assert conf["result_backend_transport_options"] == {"visibility_timeout": 3600}
+
+
+def test_reliability_settings_from_the_field_notes() -> None:
+    conf = celery_config(parse_settings(MINIMAL))
+    assert conf["accept_content"] == ["json"]
+    assert conf["result_accept_content"] == ["json"]
+    assert (conf["task_serializer"], conf["result_serializer"]) == ("json", "json")
+    assert conf["task_acks_late"] is True
+    assert conf["task_reject_on_worker_lost"] is True
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert (conf["task_soft_time_limit"], conf["task_time_limit"]) == (300, 330)
+    assert conf["result_expires"] == 86400
+    assert conf["result_extended"] is True
+    assert conf["broker_connection_retry_on_startup"] is True
+    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is True
+    assert conf["worker_soft_shutdown_timeout"] == 10
+    assert conf["worker_send_task_events"] is False
+    assert conf["redis_backend_health_check_interval"] == 10
+    assert (conf["timezone"], conf["enable_utc"]) == ("UTC", True)
+
+
+def test_celery_accepts_the_tls_configuration() -> None:
+    # Celery refuses a rediss:// result backend without ssl_cert_reqs; building one proves it's set.
+    params = _backend_params(celery_config(parse_settings(FULL)))
+    assert params["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert params["ssl_ca_certs"] == "/ca"
+    assert params["password"] == "secret"
+
+
+def _backend_params(conf: dict[str, object]) -> dict[str, Any]:
+    """The connection parameters Celery's Redis result backend derives from conf."""
+    backend = Celery("check", config_source=conf, set_as_current=False).backend
+    assert isinstance(backend, RedisBackend)
+    params: dict[str, Any] = backend.connparams  # type: ignore[attr-defined]  # not in the stubs
+    return params

@@ -1,0 +1,80 @@
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from taskapp.app import app
+from taskapp.tasks import ping, process_data
+
+
+def test_ping_answers_pong() -> None:
+    assert ping() == "pong"
+    assert ping.apply().get() == "pong"
+
+
+def test_process_data_summarises_the_numbers() -> None:
+    result = process_data([3, 1.5, -2, 0.5])
+    assert result == {
+        "count": 4,
+        "sum": 3.0,
+        "mean": 0.75,
+        "min": -2,
+        "max": 3,
+        "sha256": hashlib.sha256(b"[3,1.5,-2,0.5]").hexdigest(),
+    }
+
+
+def test_process_data_accepts_an_empty_list() -> None:
+    assert process_data([]) == {
+        "count": 0,
+        "sum": 0.0,
+        "mean": None,
+        "min": None,
+        "max": None,
+        "sha256": hashlib.sha256(b"[]").hexdigest(),
+    }
+
+
+def test_process_data_is_deterministic_and_exact() -> None:
+    data = [0.1] * 10
+    assert process_data(data) == process_data(list(data))
+    assert process_data(data)["sum"] == 1.0  # fsum: no drift from adding 0.1 ten times
+
+
+@pytest.mark.parametrize(
+    "data", [["1"], [True], [None], [[1.0]], [1, float("nan")], [float("inf")], "12", 5]
+)
+def test_process_data_rejects_anything_but_finite_numbers(data: object) -> None:
+    with pytest.raises((TypeError, ValueError), match=r"data(\[\d\])? must be"):
+        process_data(data)
+
+
+def test_bad_input_fails_the_task_without_retry() -> None:
+    result = process_data.apply(args=(["x"],))
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, TypeError)
+    assert "data[0] must be a number" in str(result.result)
+    assert not getattr(process_data, "autoretry_for", ())  # nothing would retry it
+
+
+def test_worker_registers_every_task_by_its_explicit_name() -> None:
+    app.loader.import_default_modules()
+    assert {"taskapp.ping", "taskapp.process_data", "taskapp.fetch_url"} <= set(app.tasks)
+
+
+def test_importing_tasks_needs_no_config_file() -> None:
+    env = {**os.environ, "TASKAPP_CONFIG": "/nonexistent/taskapp.toml"}
+    code = "import taskapp.tasks, taskapp.smoke, taskapp.__main__"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+
+
+def test_using_the_app_without_config_fails_loudly() -> None:
+    env = {**os.environ, "TASKAPP_CONFIG": "/nonexistent/taskapp.toml"}
+    code = "from taskapp.app import app; app.conf.broker_url"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0
+    assert "ConfigError: /nonexistent/taskapp.toml: config file not found" in proc.stderr
