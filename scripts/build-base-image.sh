@@ -29,10 +29,21 @@ for unit in getty.target systemd-remount-fs.service dev-hugepages.mount sys-fs-f
   ln -sf /dev/null "$workdir/rootfs/etc/systemd/system/$unit"
 done
 rm -f "$workdir/rootfs/etc/machine-id" && touch "$workdir/rootfs/etc/machine-id"
-apt_clean_dirs=(var/cache/apt/archives/*.deb var/lib/apt/lists/*)
-for d in "${apt_clean_dirs[@]}"; do rm -rf "$workdir/rootfs/"$d; done
+cat >"$workdir/rootfs/etc/apt/sources.list" <<SOURCES
+deb http://deb.debian.org/debian $suite main
+deb http://deb.debian.org/debian $suite-updates main
+deb http://deb.debian.org/debian-security $suite-security main
+SOURCES
+# Empty apt's lists, and date them to the epoch: Ansible's apt module judges
+# cache_valid_time by the lists directory's mtime, so a freshly emptied
+# directory would look up to date and no host could find a package.
+rm -rf "$workdir"/rootfs/var/lib/apt/lists/* "$workdir"/rootfs/var/cache/apt/*
+touch -d @0 "$workdir/rootfs/var/lib/apt/lists"
 # recipe-end
 
 tar -C "$workdir/rootfs" -c . \
   | podman import -q --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$image" >/dev/null
 echo "$image"
+# Images from older recipes are dead weight; one still used by a container stays.
+podman images --format '{{.Repository}}:{{.Tag}}' | grep "^${image%%:*}:" | grep -vxF "$image" \
+  | xargs -r podman rmi >/dev/null 2>&1 || true

@@ -16,7 +16,8 @@ image=$(cat .venv/base-image)
 up() {
   podman network exists "$network" || podman network create "$network" >/dev/null
   for h in "${hosts[@]}"; do
-    if [[ $(podman inspect -f '{{.State.Running}}' "$h" 2>/dev/null) == true ]]; then
+    # Reuse a running host only if it runs the current base image.
+    if [[ $(podman inspect -f '{{.State.Running}} {{.ImageName}}' "$h" 2>/dev/null) == "true $image" ]]; then
       continue
     fi
     podman rm -f "$h" >/dev/null 2>&1 || true

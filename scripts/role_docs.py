@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write each role's variable table into README.md from its argument spec.
 
-    scripts/role_docs.py          rewrite the tables between the markers
-    scripts/role_docs.py --check  exit 1 if README.md is out of date
+scripts/role_docs.py          rewrite the tables between the markers
+scripts/role_docs.py --check  exit 1 if README.md is out of date
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 MARKER = re.compile(
-    r"(<!-- role-variables:(?P<role>[a-z_]+):start -->\n).*?(<!-- role-variables:(?P=role):end -->)",
+    r"(<!-- role-variables:(?P<role>[a-z_]+):start -->\n)"
+    r".*?(<!-- role-variables:(?P=role):end -->)",
     re.DOTALL,
 )
 
@@ -61,7 +62,9 @@ def main() -> int:
     wanted = render(current)
     if args.check:
         if current != wanted:
-            print("README.md's variable tables are stale: run scripts/role_docs.py", file=sys.stderr)
+            print(
+                "README.md's variable tables are stale: run scripts/role_docs.py", file=sys.stderr
+            )
             return 1
         return 0
     README.write_text(wanted)

@@ -10,8 +10,8 @@ import yaml
 from conftest import ROLES
 
 
-def load(path: Path) -> Any:
-    return yaml.safe_load(path.read_text()) or {}
+def load(path: Path) -> dict[str, Any]:
+    return dict(yaml.safe_load(path.read_text()) or {})
 
 
 def spec(role: Path, entry: str = "main") -> dict[str, Any]:

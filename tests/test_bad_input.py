@@ -29,40 +29,90 @@ GOOD_GROUP_VARS: dict[str, Any] = {
 CASES: list[tuple[str, dict[str, Any], dict[str, Any], int, list[str]]] = [
     ("empty password", {"redis_password": ""}, {}, 0, ["redis_password", "vault_redis_password"]),
     ("short password", {"redis_password": "short"}, {}, 0, ["redis_password", "16 characters"]),
-    ("unknown policy", {"redis_maxmemory_policy": "lru"}, {}, 0,
-     ["redis_maxmemory_policy", "noeviction"]),
-    ("evicting policy on the broker", {"redis_maxmemory_policy": "allkeys-lru"}, {}, 0,
-     ["redis_maxmemory_policy", "redis_holds_broker", "noeviction"]),
+    (
+        "unknown policy",
+        {"redis_maxmemory_policy": "lru"},
+        {},
+        0,
+        ["redis_maxmemory_policy", "noeviction"],
+    ),
+    (
+        "evicting policy on the broker",
+        {"redis_maxmemory_policy": "allkeys-lru"},
+        {},
+        0,
+        ["redis_maxmemory_policy", "redis_holds_broker", "noeviction"],
+    ),
     ("port is not a number", {"redis_port": "six-three-seven-nine"}, {}, 0, ["redis_port", "int"]),
     ("port out of range", {"redis_port": 70000}, {}, 0, ["redis_port", "between 1 and 65535"]),
     ("wildcard bind", {"redis_bind": ["0.0.0.0"]}, {}, 0, ["redis_bind", "wildcard"]),
-    ("maxmemory above RAM", {"redis_maxmemory_mb": 10**9}, {}, 0,
-     ["redis_maxmemory_mb", "RAM", "set 0"]),
-    ("unknown persistence", {"redis_persistence": "sometimes"}, {}, 0,
-     ["redis_persistence", "aof"]),
-    ("negative concurrency", {}, {"celery_worker_concurrency": -1}, 0,
-     ["celery_worker_concurrency", "at least 1"]),
-    ("instance concurrency below 1", {}, {"celery_worker_instances": [{"name": "io", "concurrency": -3}]},
-     0, ["celery_worker_instances", "io", "concurrency must be at least 1"]),
+    (
+        "maxmemory above RAM",
+        {"redis_maxmemory_mb": 10**9},
+        {},
+        0,
+        ["redis_maxmemory_mb", "RAM", "set 0"],
+    ),
+    (
+        "unknown persistence",
+        {"redis_persistence": "sometimes"},
+        {},
+        0,
+        ["redis_persistence", "aof"],
+    ),
+    (
+        "negative concurrency",
+        {},
+        {"celery_worker_concurrency": -1},
+        0,
+        ["celery_worker_concurrency", "at least 1"],
+    ),
+    (
+        "instance concurrency below 1",
+        {},
+        {"celery_worker_instances": [{"name": "io", "concurrency": -3}]},
+        0,
+        ["celery_worker_instances", "io", "concurrency must be at least 1"],
+    ),
     ("unknown pool", {}, {"celery_worker_pool": "gevent"}, 0, ["celery_worker_pool", "prefork"]),
-    ("hard limit above visibility timeout", {}, {"celery_worker_time_limit": 4000}, 0,
-     ["celery_worker_time_limit", "celery_worker_visibility_timeout", "runs twice"]),
-    ("soft limit above hard limit", {}, {"celery_worker_soft_time_limit": 400}, 0,
-     ["celery_worker_soft_time_limit", "celery_worker_time_limit"]),
-    ("bad instance name", {}, {"celery_worker_instances": [{"name": "a b"}]}, 0,
-     ["celery_worker_instances", "letters"]),
+    (
+        "hard limit above visibility timeout",
+        {},
+        {"celery_worker_time_limit": 4000},
+        0,
+        ["celery_worker_time_limit", "celery_worker_visibility_timeout", "runs twice"],
+    ),
+    (
+        "soft limit above hard limit",
+        {},
+        {"celery_worker_soft_time_limit": 400},
+        0,
+        ["celery_worker_soft_time_limit", "celery_worker_time_limit"],
+    ),
+    (
+        "bad instance name",
+        {},
+        {"celery_worker_instances": [{"name": "a b"}]},
+        0,
+        ["celery_worker_instances", "letters"],
+    ),
     ("two redis hosts", {}, {}, 1, ["exactly one host in group 'redis'", "got 2"]),
 ]
 
 
-def write_inventory(root: Path, redis_vars: dict[str, Any], worker_vars: dict[str, Any],
-                    extra_redis: int) -> Path:
+def write_inventory(
+    root: Path, redis_vars: dict[str, Any], worker_vars: dict[str, Any], extra_redis: int
+) -> Path:
     local = {"ansible_connection": "local"}
     redis_hosts = {"bad-redis": local} | {f"bad-redis{i}": local for i in range(2, extra_redis + 2)}
-    hosts = {"all": {"children": {
-        "redis": {"hosts": redis_hosts},
-        "celery_workers": {"hosts": {"bad-worker": local}},
-    }}}
+    hosts = {
+        "all": {
+            "children": {
+                "redis": {"hosts": redis_hosts},
+                "celery_workers": {"hosts": {"bad-worker": local}},
+            }
+        }
+    }
     (root / "group_vars").mkdir(parents=True)
     (root / "host_vars").mkdir()
     (root / "hosts.yml").write_text(yaml.safe_dump(hosts))
@@ -76,7 +126,12 @@ def run_validation(inventory: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
         ["ansible-playbook", "deploy.yml", "-i", str(inventory), "--tags", "validate"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -85,11 +140,17 @@ def test_good_inventory_passes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize(("redis_vars", "worker_vars", "extra_redis", "expected"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("redis_vars", "worker_vars", "extra_redis", "expected"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
 def test_bad_input_is_refused_with_a_useful_message(
-    tmp_path: Path, redis_vars: dict[str, Any], worker_vars: dict[str, Any],
-    extra_redis: int, expected: list[str],
+    tmp_path: Path,
+    redis_vars: dict[str, Any],
+    worker_vars: dict[str, Any],
+    extra_redis: int,
+    expected: list[str],
 ) -> None:
     proc = run_validation(write_inventory(tmp_path, redis_vars, worker_vars, extra_redis))
     output = proc.stdout + proc.stderr

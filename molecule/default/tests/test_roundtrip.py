@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,12 @@ CONTROLLER_PORT = 16390
 
 
 @pytest.fixture(scope="module")
-def controller_config(tmp_path_factory: pytest.TempPathFactory, redis_password: str) -> Iterator[Path]:
+def controller_config(tmp_path_factory: pytest.TempPathFactory, redis_password: str) -> Path:
     path = tmp_path_factory.mktemp("controller") / "config.toml"
     path.write_text(
         f'[redis]\nhost = "127.0.0.1"\nport = {CONTROLLER_PORT}\npassword = "{redis_password}"\n'
     )
-    yield path
+    return path
 
 
 def test_smoke_from_the_controller(controller_config: Path) -> None:

@@ -57,7 +57,12 @@ def parse_lock(text: str) -> list[Pin]:
 def release_inputs(app_dir: Path) -> list[Path]:
     """Files whose content defines a release: metadata, lock and sources."""
     files = [app_dir / "pyproject.toml", app_dir / LOCK_NAME]
-    files += sorted(p for p in (app_dir / "src").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    files += sorted(
+        p
+        for p in (app_dir / "src").rglob("*")
+        if p.is_file()
+        and not any(part == "__pycache__" or part.endswith(".egg-info") for part in p.parts)
+    )
     return files
 
 
@@ -126,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     changed = not archive.exists()
     if changed:
         archive = build(app_dir, args.out_dir.resolve(), release, name, version)
-    print(json.dumps({"changed": changed, "id": release, "version": version, "archive": str(archive)}))
+    print(
+        json.dumps({"changed": changed, "id": release, "version": version, "archive": str(archive)})
+    )
     return 0
 
 
