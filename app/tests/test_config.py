@@ -43,6 +43,9 @@ FULL: dict[str, Any] = {
 }
 
 
+TICK = {"task": "taskapp.record", "every": 10}
+
+
 def with_value(base: dict[str, Any], dotted: str, value: object) -> dict[str, Any]:
     """A deep copy of base with dotted set to value, or removed when value is ..."""
     data = copy.deepcopy(base)
@@ -113,11 +116,23 @@ def test_settings_are_frozen() -> None:
         ("celery.default_queue", ""),
         ("celery.concurrency", 4),
         ("beat", {}),
+        ("celery.task_routes", "cpu"),
+        ("celery.task_routes.slow", 1),
+        ("celery.task_routes.slow", ""),
+        ("celery.beat_schedule", []),
+        ("celery.beat_schedule.tick", "taskapp.record"),
+        ("celery.beat_schedule.tick.task", ...),
+        ("celery.beat_schedule.tick.task", ""),
+        ("celery.beat_schedule.tick.every", ...),
+        ("celery.beat_schedule.tick.every", 0),
+        ("celery.beat_schedule.tick.every", 1.5),
+        ("celery.beat_schedule.tick.cron", "* * * * *"),
     ],
 )
 def test_invalid_value_is_refused_naming_its_key(dotted: str, value: object) -> None:
+    base = with_value(MINIMAL, "celery.beat_schedule", {"tick": dict(TICK)})
     with pytest.raises(ConfigError) as caught:
-        parse_settings(with_value(MINIMAL, dotted, value))
+        parse_settings(with_value(base, dotted, value))
     assert str(caught.value).startswith(f"{dotted}:")
 
 
@@ -284,3 +299,48 @@ def _backend_params(conf: dict[str, object]) -> dict[str, Any]:
     assert isinstance(backend, RedisBackend)
     params: dict[str, Any] = backend.connparams  # type: ignore[attr-defined]  # not in the stubs
     return params
+
+
+def test_bundled_tasks_are_routed_to_cpu_and_io_queues_by_default() -> None:
+    conf = celery_config(parse_settings(MINIMAL))
+    assert conf["task_routes"] == {
+        "taskapp.process_data": {"queue": "cpu"},
+        "taskapp.fetch_url": {"queue": "io"},
+    }
+    assert conf["beat_schedule"] == {}
+
+
+def test_routes_from_the_file_replace_the_defaults() -> None:
+    data = with_value(MINIMAL, "celery.task_routes", {"taskapp.sleep": "slow"})
+    conf = celery_config(parse_settings(data))
+    assert conf["task_routes"] == {"taskapp.sleep": {"queue": "slow"}}
+    app = Celery("check", config_source=conf, set_as_current=False)
+    assert app.amqp.router.route({}, "taskapp.sleep")["queue"].name == "slow"
+    assert app.amqp.router.route({}, "taskapp.ping")["queue"].name == "celery"
+
+
+def test_beat_schedule_from_the_file() -> None:
+    data = with_value(
+        MINIMAL, "celery.beat_schedule", {"tick": {**TICK, "queue": "io"}, "other": dict(TICK)}
+    )
+    schedule = celery_config(parse_settings(data))["beat_schedule"]
+    assert schedule == {
+        "tick": {
+            "task": "taskapp.record",
+            "schedule": 10.0,
+            "options": {"expires": 10.0, "queue": "io"},
+        },
+        "other": {"task": "taskapp.record", "schedule": 10.0, "options": {"expires": 10.0}},
+    }
+
+
+def test_routes_and_schedule_read_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "taskapp.toml"
+    path.write_text(
+        '[redis]\nhost = "r"\npassword = "pw"\n'
+        '[celery.task_routes]\n"taskapp.process_data" = "cpu"\n'
+        '[celery.beat_schedule.tick]\ntask = "taskapp.record"\nevery = 5\n'
+    )
+    settings = load_settings(path)
+    assert settings.celery.task_routes == {"taskapp.process_data": "cpu"}
+    assert settings.celery.beat_schedule["tick"].every == 5

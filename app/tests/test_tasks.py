@@ -1,4 +1,5 @@
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import sys
 import pytest
 
 from taskapp.app import app
-from taskapp.tasks import ping, process_data
+from taskapp.tasks import executions_key, ping, process_data, record, sleep
 
 
 def test_ping_answers_pong() -> None:
@@ -61,7 +62,13 @@ def test_bad_input_fails_the_task_without_retry() -> None:
 
 def test_worker_registers_every_task_by_its_explicit_name() -> None:
     app.loader.import_default_modules()
-    assert {"taskapp.ping", "taskapp.process_data", "taskapp.fetch_url"} <= set(app.tasks)
+    assert {
+        "taskapp.ping",
+        "taskapp.process_data",
+        "taskapp.fetch_url",
+        "taskapp.sleep",
+        "taskapp.record",
+    } <= set(app.tasks)
 
 
 def test_importing_tasks_needs_no_config_file() -> None:
@@ -78,3 +85,43 @@ def test_using_the_app_without_config_fails_loudly() -> None:
     )
     assert proc.returncode != 0
     assert "ConfigError: /nonexistent/taskapp.toml: config file not found" in proc.stderr
+
+
+def test_sleep_returns_the_seconds_slept() -> None:
+    assert sleep(0) == 0.0
+    assert sleep(0.01) == 0.01
+
+
+@pytest.mark.parametrize("seconds", [-1, 3601, "5", True, None])
+def test_sleep_refuses_bad_durations(seconds: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="seconds must be"):
+        sleep(seconds)
+
+
+class _FakeRedis:
+    def __init__(self) -> None:
+        self.lists: dict[str, list[str]] = {}
+        self.ttl: dict[str, int] = {}
+
+    def rpush(self, key: str, value: str) -> None:
+        self.lists.setdefault(key, []).append(value)
+
+    def expire(self, key: str, seconds: int) -> None:
+        self.ttl[key] = seconds
+
+
+def test_record_appends_one_entry_per_execution(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeRedis()
+    monkeypatch.setattr(type(app.backend), "client", fake, raising=False)
+    first = record.apply(args=("unit",)).get()
+    record.apply(args=("unit",)).get()
+    entries = [json.loads(e) for e in fake.lists[executions_key("unit")]]
+    assert len(entries) == 2
+    assert entries[0]["id"] == first["id"]
+    assert {"id", "worker", "at"} <= set(entries[0])
+    assert fake.ttl[executions_key("unit")] == app.conf.result_expires
+
+
+def test_executions_key_is_under_the_key_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(app.conf, "result_backend_transport_options", {"global_keyprefix": "app:"})
+    assert executions_key("beat") == "app:taskapp-executions:beat"

@@ -42,6 +42,20 @@ class RedisSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScheduleEntry:
+    """One periodic task run by the (single) beat process."""
+
+    task: str
+    every: int
+    queue: str = ""  # "" = wherever celery.task_routes sends the task
+
+
+# Where the bundled tasks go unless the config says otherwise: I/O-bound fetches to a threads pool,
+# CPU-bound processing to a prefork pool. Producers and workers read the same table, so they agree.
+DEFAULT_TASK_ROUTES = {"taskapp.process_data": "cpu", "taskapp.fetch_url": "io"}
+
+
+@dataclass(frozen=True, kw_only=True)
 class CelerySettings:
     task_soft_time_limit: int = 300
     task_time_limit: int = 330
@@ -50,6 +64,8 @@ class CelerySettings:
     worker_prefetch_multiplier: int = 1
     worker_soft_shutdown_timeout: int = 10
     default_queue: str = "celery"
+    task_routes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TASK_ROUTES))
+    beat_schedule: dict[str, ScheduleEntry] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +127,9 @@ def _build(cls: type[_T], table: Mapping[str, object], prefix: str) -> _T:
                 raise ConfigError(f"{dotted}: required {what} is missing; add it")
             continue
         value = table[f.name]
-        if isinstance(kind, type) and is_dataclass(kind):
+        if typing.get_origin(kind) is dict:
+            values[f.name] = _build_table(typing.get_args(kind)[1], value, dotted)
+        elif isinstance(kind, type) and is_dataclass(kind):
             if not isinstance(value, dict):
                 raise ConfigError(f"{dotted}: must be a table ([{dotted}]), not a single value")
             values[f.name] = _build(kind, value, dotted + ".")
@@ -124,6 +142,26 @@ def _build(cls: type[_T], table: Mapping[str, object], prefix: str) -> _T:
         else:
             values[f.name] = value
     return cls(**values)
+
+
+def _build_table(kind: object, value: object, dotted: str) -> dict[str, Any]:
+    # A table whose keys the user names (task names, schedule entries), all of one kind.
+    if not isinstance(value, dict):
+        raise ConfigError(f"{dotted}: must be a table ([{dotted}]), not a single value")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(kind, type) and is_dataclass(kind):
+            if not isinstance(item, dict):
+                raise ConfigError(f"{dotted}.{key}: must be a table, not a single value")
+            out[key] = _build(kind, item, f"{dotted}.{key}.")
+        elif isinstance(kind, type) and type(item) is not kind:
+            raise ConfigError(
+                f"{dotted}.{key}: must be {_TYPE_WORDS[kind]}, "
+                f"got a TOML {_TOML_KINDS.get(type(item), type(item).__name__)}"
+            )
+        else:
+            out[key] = item
+    return out
 
 
 def _check_ranges(settings: Settings) -> None:
@@ -158,6 +196,14 @@ def _check_ranges(settings: Settings) -> None:
         raise ConfigError("celery.worker_soft_shutdown_timeout: must be 0 or more")
     if not celery.default_queue:
         raise ConfigError("celery.default_queue: must not be empty; name the queue")
+    for task, queue in celery.task_routes.items():
+        if not queue:
+            raise ConfigError(f"celery.task_routes.{task}: must name a queue, not be empty")
+    for name, entry in celery.beat_schedule.items():
+        if not entry.task:
+            raise ConfigError(f"celery.beat_schedule.{name}.task: must name a task")
+        if entry.every < 1:
+            raise ConfigError(f"celery.beat_schedule.{name}.every: must be at least 1 (seconds)")
     if celery.task_soft_time_limit >= celery.task_time_limit:
         raise ConfigError(
             f"celery.task_soft_time_limit: {celery.task_soft_time_limit} must be below "
@@ -206,6 +252,17 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_track_started": True,
         "worker_send_task_events": False,
         "task_default_queue": celery.default_queue,
+        "task_routes": {task: {"queue": queue} for task, queue in celery.task_routes.items()},
+        "beat_schedule": {
+            name: {
+                "task": entry.task,
+                "schedule": float(entry.every),
+                # A run still queued when the next is due is dropped, not stacked up.
+                "options": {"expires": float(entry.every)}
+                | ({"queue": entry.queue} if entry.queue else {}),
+            }
+            for name, entry in celery.beat_schedule.items()
+        },
         "timezone": "UTC",
         "enable_utc": True,
     }

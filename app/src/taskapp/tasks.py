@@ -3,11 +3,14 @@
 import hashlib
 import json
 import math
+import time
 from http.client import HTTPMessage
 from typing import IO
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener
+
+from celery import Task
 
 from taskapp.app import app
 
@@ -43,6 +46,43 @@ def process_data(data: list[float]) -> dict[str, object]:
         "max": max(data) if data else None,
         "sha256": hashlib.sha256(canonical.encode()).hexdigest(),
     }
+
+
+# A sleep longer than any sane time limit is a mistake in the caller, not a long task.
+MAX_SLEEP_SECONDS = 3600
+EXECUTIONS_KEY = "taskapp-executions:"
+
+
+@app.task(name="taskapp.sleep")
+def sleep(seconds: float) -> float:
+    """Sleep, then return the seconds slept: a stand-in for a long task (shutdown, drain tests)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
+    if not 0 <= seconds <= MAX_SLEEP_SECONDS:
+        raise ValueError(f"seconds must be between 0 and {MAX_SLEEP_SECONDS}, got {seconds}")
+    time.sleep(seconds)
+    return float(seconds)
+
+
+def executions_key(label: str) -> str:
+    """The Redis list (result database) where record(label) appends, under the key prefix."""
+    options = app.conf.result_backend_transport_options or {}
+    return f"{options.get('global_keyprefix', '')}{EXECUTIONS_KEY}{label}"
+
+
+@app.task(name="taskapp.record", bind=True)
+def record(self: Task[..., object], label: str = "beat") -> dict[str, object]:
+    """Append this execution (id, worker, time) to a list, so a client can count executions.
+
+    Beat's periodic task: "ran once per interval, not once per host" is a count of this list.
+    """
+    entry: dict[str, object] = {"id": self.request.id, "worker": self.request.hostname}
+    entry["at"] = time.time()
+    client = app.backend.client  # type: ignore[attr-defined]  # RedisBackend, not in the stubs
+    key = executions_key(label)
+    client.rpush(key, json.dumps(entry))
+    client.expire(key, app.conf.result_expires)
+    return entry
 
 
 def check_scheme(url: str) -> None:

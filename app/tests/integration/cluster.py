@@ -81,7 +81,8 @@ def run_worker(server: RedisServer, workdir: Path) -> Iterator[Cluster]:
     log = workdir / "worker.log"
     command = [sys.executable, "-m", "celery", "--app", "taskapp.app:app", "worker"]
     command += ["--pool", "prefork", "--concurrency", "2", "--hostname", f"{WORKER_NAME}@%h"]
-    command += ["--loglevel", "INFO"]
+    # The default queue and the bundled routes' queues (taskapp.config.DEFAULT_TASK_ROUTES).
+    command += ["--loglevel", "INFO", "--queues", "celery,cpu,io"]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

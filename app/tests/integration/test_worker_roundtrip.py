@@ -92,3 +92,16 @@ def test_client_without_password_is_refused(cluster: Cluster) -> None:
 def test_client_with_wrong_password_is_refused(cluster: Cluster) -> None:
     with pytest.raises(redis.AuthenticationError):
         cluster.redis.client(password="wrong").ping()
+
+
+def test_process_data_travels_on_the_cpu_queue(cluster: Cluster) -> None:
+    # The client routes by the same config the worker reads; the worker consumes cpu.
+    assert cluster.client.amqp.router.route({}, "taskapp.process_data")["queue"].name == "cpu"
+    assert cluster.client.send_task("taskapp.process_data", args=([1.0],)).get(timeout=TIMEOUT)
+
+
+def test_record_counts_each_execution(cluster: Cluster) -> None:
+    for _ in range(3):
+        cluster.client.send_task("taskapp.record", args=("itest",)).get(timeout=TIMEOUT)
+    key = f"{KEY_PREFIX}taskapp-executions:itest"
+    assert cluster.redis.client(cluster.redis.password, 1).llen(key) == 3

@@ -1,0 +1,65 @@
+"""Shared facts for the secure scenario's verify step: secrets, TLS material, Redis clients."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+SCENARIO = Path(__file__).resolve().parents[1]
+PKI = REPO / "build/pki"
+# Redis's TLS port as published on the controller's loopback by molecule.yml.
+CONTROLLER_PORT = 16391
+WORKER = "mol-secure-worker1"
+TLS_DIR = "/etc/redis/tls"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    admin: str
+    celery: str
+    monitor: str
+
+
+@pytest.fixture(scope="session")
+def secrets() -> Secrets:
+    """The throwaway passwords: the lab's (admin) and this scenario's host_vars."""
+    lab = yaml.safe_load((REPO / "inventories/lab/group_vars/all/vault.yml").read_text())
+    own = yaml.safe_load((SCENARIO / "host_vars/secure.yml").read_text())
+    return Secrets(
+        admin=str(lab["vault_redis_password"]),
+        celery=str(own["vault_redis_celery_password"]),
+        monitor=str(own["vault_redis_monitor_password"]),
+    )
+
+
+def cli(
+    host: testinfra.host.Host,
+    *args: str,
+    user: str | None = None,
+    password: str | None = None,
+    tls: bool = True,
+    client_cert: bool = True,
+) -> str:
+    """redis-cli on the Redis host; stdout and stderr together, never raising."""
+    argv = ["redis-cli", "--no-auth-warning", "-h", "127.0.0.1", "-p", "6379"]
+    if tls:
+        argv += ["--tls", "--cacert", f"{TLS_DIR}/ca.crt"]
+        if client_cert:
+            argv += ["--cert", f"{TLS_DIR}/redis.crt", "--key", f"{TLS_DIR}/redis.key"]
+    if user:
+        argv += ["--user", user]
+    auth = f"REDISCLI_AUTH={shlex.quote(password)} " if password else ""
+    command = auth + shlex.join(argv + list(args)) + " 2>&1"
+    return str(host.run(command).stdout).strip()
+
+
+def worker_host() -> testinfra.host.Host:
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return testinfra.get_host(f"ansible://{WORKER}?ansible_inventory={inventory}")

@@ -1,0 +1,69 @@
+"""The whole task workload runs through the least-privilege user over TLS, denied nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import testinfra
+from conftest import CONTROLLER_PORT, PKI, WORKER, Secrets, cli, worker_host
+
+testinfra_hosts = ["redis"]
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def controller_config(tmp_path_factory: pytest.TempPathFactory, secrets: Secrets) -> Path:
+    """The controller as one more client, with the worker host's bundle-issued certificate."""
+    path = tmp_path_factory.mktemp("controller") / "config.toml"
+    path.write_text(
+        "[redis]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {CONTROLLER_PORT}\n"
+        'username = "celery"\n'
+        f"password = {json.dumps(secrets.celery)}\n"
+        'key_prefix = "taskapp:"\n'
+        "[redis.tls]\n"
+        "enabled = true\n"
+        f"ca_file = {json.dumps(str(PKI / 'ca.crt'))}\n"
+        f"cert_file = {json.dumps(str(PKI / f'{WORKER}.crt'))}\n"
+        f"key_file = {json.dumps(str(PKI / f'{WORKER}.key'))}\n"
+    )
+    return path
+
+
+def test_workers_use_tls_and_the_celery_user(host: testinfra.host.Host) -> None:
+    worker = worker_host()
+    conf = worker.file("/etc/taskapp/config.toml")
+    assert 'username = "celery"' in conf.content_string
+    assert "enabled = true" in conf.content_string
+    assert worker.file("/etc/taskapp/tls/client.key").mode == 0o640
+
+
+def test_workload_leaves_acl_log_empty(
+    host: testinfra.host.Host, secrets: Secrets, controller_config: Path
+) -> None:
+    assert cli(host, "acl", "log", "reset", user="admin", password=secrets.admin) == "OK"
+    env = {**os.environ, "TASKAPP_CONFIG": str(controller_config)}
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "workload.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # celery inspect ping as the workers' own hosts run it.
+    ping = worker_host().run(
+        "TASKAPP_CONFIG=/etc/taskapp/config.toml /opt/taskapp/current/venv/bin/celery "
+        "--app taskapp.app:app inspect ping --timeout 10"
+    )
+    assert ping.rc == 0, ping.stdout + ping.stderr
+    clients = cli(host, "client", "list", user="admin", password=secrets.admin)
+    assert "user=celery" in clients
+    assert cli(host, "acl", "log", user="admin", password=secrets.admin) == ""

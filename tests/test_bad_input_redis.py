@@ -1,0 +1,104 @@
+"""Bad input for the redis role's security, persistence and memory settings.
+
+Each case stops the run before any host changes, naming the variable and the fix;
+tests/badinput.py has the harness.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from badinput import assert_refused, run_validation, write_inventory
+
+ACL = {
+    "redis_auth_mode": "acl",
+    "redis_acl_celery_password": "test-only-celery-0123456789",
+    "redis_acl_monitor_password": "test-only-monitor-0123456789",
+}
+
+# (case id, host_vars for the redis host, text the failure must contain)
+CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    (
+        "evicting policy on the broker",
+        {"redis_maxmemory_policy": "volatile-lru", "redis_holds_broker": True},
+        ["redis_maxmemory_policy", "redis_holds_broker", "noeviction"],
+    ),
+    (
+        "maxmemory larger than the host's RAM",
+        {"redis_maxmemory_mb": 10**8},
+        ["redis_maxmemory_mb", "RAM", "set 0"],
+    ),
+    (
+        "TLS on without certificates",
+        {"redis_tls": True, "redis_tls_source": "files"},
+        ["redis_tls_cert_file", "redis_tls_key_file", "redis_tls_source: bundle"],
+    ),
+    (
+        "TLS certificate file missing",
+        {
+            "redis_tls": True,
+            "redis_tls_source": "files",
+            "redis_tls_ca_cert_file": "/nonexistent/ca.crt",
+            "redis_tls_cert_file": "/nonexistent/redis.crt",
+            "redis_tls_key_file": "/nonexistent/redis.key",
+        },
+        ["redis_tls_ca_cert_file", "existing files on the controller"],
+    ),
+    (
+        "password in a world-readable file",
+        {"redis_config_mode": "0644"},
+        ["redis_config_mode", "every user", "0640"],
+    ),
+    (
+        "unknown auth mode",
+        {"redis_auth_mode": "none"},
+        ["redis_auth_mode", "requirepass"],
+    ),
+    (
+        "acl mode without the Celery user's password",
+        {**ACL, "redis_acl_celery_password": ""},
+        ["redis_acl_celery_password", "vault_redis_celery_password"],
+    ),
+    (
+        "acl mode with a short monitor password",
+        {**ACL, "redis_acl_monitor_password": "short"},
+        ["redis_acl_monitor_password", "16 characters"],
+    ),
+    (
+        "acl user named default",
+        {**ACL, "redis_acl_celery_user": "default"},
+        ["redis_acl_celery_user", "'default'"],
+    ),
+    (
+        "acl key prefix with a glob",
+        {**ACL, "redis_acl_key_prefix": "*"},
+        ["redis_acl_key_prefix", "taskapp:"],
+    ),
+    (
+        "acl command that is not a command name",
+        {**ACL, "redis_acl_celery_commands": ["get", "+@all"]},
+        ["redis_acl_celery_commands", "+@all"],
+    ),
+    (
+        "TLS 1.1",
+        {"redis_tls": True, "redis_tls_protocols": ["TLSv1.1", "TLSv1.2"]},
+        ["redis_tls_protocols", "TLSv1.2"],
+    ),
+]
+
+
+def test_good_acl_and_tls_inventory_passes(tmp_path: Path) -> None:
+    proc = run_validation(write_inventory(tmp_path, {**ACL, "redis_tls": True}, {}, 0))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("redis_vars", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_redis_input_is_refused(
+    tmp_path: Path, redis_vars: dict[str, Any], expected: list[str]
+) -> None:
+    proc = run_validation(write_inventory(tmp_path, redis_vars, {}, 0))
+    assert_refused(proc, expected)
