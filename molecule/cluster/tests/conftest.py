@@ -21,7 +21,10 @@ REPO = SCENARIO.parents[1]
 CONTROLLER_PORT = 16396
 WORKERS = ["mol-cluster-worker1", "mol-cluster-worker2"]
 SPARE = "mol-cluster-worker3"
-CELERY = "TASKAPP_CONFIG=/etc/taskapp/config.toml /opt/taskapp/current/venv/bin/celery"
+CELERY = (
+    "TASKAPP_CONFIG=/etc/taskapp/config.toml "
+    "/opt/taskapp/current/venv/bin/celery --app taskapp.app:app"
+)
 
 
 def on(host: str, command: str, timeout: float = 120) -> str:
