@@ -1,0 +1,39 @@
+"""An instance removed from a host's inventory is stopped and its unit removed on next deploy."""
+
+from __future__ import annotations
+
+import json
+
+from celery import Celery
+from conftest import deploy, on
+
+TIMEOUT = 90
+HOST = "mol-cluster-worker2"
+
+
+def test_removed_instance_is_stopped_and_its_unit_removed(client: Celery) -> None:
+    # worker2's inventory now lists cpu2 instead of cpu (drained by test_5).
+    instances = [{"name": "cpu2", "queues": ["celery", "cpu"], "pool": "prefork", "concurrency": 1}]
+    proc = deploy(
+        "deploy.yml",
+        "--limit",
+        HOST,
+        "-e",
+        json.dumps({"celery_worker_instances": instances}),
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+    state = on(HOST, "systemctl is-active celery-worker@cpu || true").strip()
+    assert state in ("inactive", "failed"), state
+    assert on(HOST, "systemctl is-enabled celery-worker@cpu || true").strip() != "enabled"
+    dropin = "/etc/systemd/system/celery-worker@cpu.service.d"
+    assert on(HOST, f"test -e {dropin} && echo present || echo absent").strip() == "absent"
+    assert on(HOST, "systemctl is-active celery-worker@cpu2").strip() == "active"
+    # The new instance consumes: a cpu task reaches it (worker1 serves cpu too).
+    seen: set[str] = set()
+    for _ in range(10):
+        batch = [client.send_task("taskapp.process_data", args=([i, 2.0],)) for i in range(4)]
+        seen |= {str(r.get(timeout=TIMEOUT) and r.worker) for r in batch}
+        if f"cpu2@{HOST}" in seen:
+            break
+    assert f"cpu2@{HOST}" in seen, seen
