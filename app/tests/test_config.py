@@ -103,6 +103,9 @@ def test_settings_are_frozen() -> None:
         ("redis.port", 65536),
         ("redis.broker_db", 16),
         ("redis.result_db", -1),
+        ("redis.result_port", -1),
+        ("redis.result_port", 65536),
+        ("redis.result_host", 1),
         ("redis.username", 5),
         ("redis.passwrd", "typo"),
         ("redis.tls", "yes"),
@@ -211,6 +214,18 @@ def test_urls_point_at_broker_and_result_databases() -> None:
     conf = celery_config(parse_settings(MINIMAL))
     assert conf["broker_url"] == "redis://:secret@redis1:6379/0"
     assert conf["result_backend"] == "redis://:secret@redis1:6379/1"
+
+
+def test_results_can_live_in_their_own_instance() -> None:
+    data = with_value(with_value(MINIMAL, "redis.result_host", "redis2"), "redis.result_port", 6380)
+    conf = celery_config(parse_settings(data))
+    assert conf["broker_url"] == "redis://:secret@redis1:6379/0"
+    assert conf["result_backend"] == "redis://:secret@redis2:6380/1"
+    # A port alone: the same host, another instance.
+    conf = celery_config(parse_settings(with_value(MINIMAL, "redis.result_port", 6380)))
+    assert conf["result_backend"] == "redis://:secret@redis1:6380/1"
+    params = _backend_params(conf)
+    assert (params["host"], params["port"]) == ("redis1", 6380)
 
 
 @pytest.mark.parametrize("password", ["p@ss:w/rd#1", "%41 ?&=", "ü€"])

@@ -37,6 +37,9 @@ class RedisSettings:
     username: str = ""
     broker_db: int = 0
     result_db: int = 1
+    # A separate Redis instance for results ("" and 0: the broker's host and port).
+    result_host: str = ""
+    result_port: int = 0
     key_prefix: str = ""
     tls: TlsSettings = field(default_factory=TlsSettings)
 
@@ -172,6 +175,11 @@ def _check_ranges(settings: Settings) -> None:
         raise ConfigError("redis.password: must not be empty; Redis must require authentication")
     if not 1 <= redis.port <= 65535:
         raise ConfigError(f"redis.port: {redis.port} is not a TCP port; use 1..65535")
+    if not 0 <= redis.result_port <= 65535:
+        raise ConfigError(
+            f"redis.result_port: {redis.result_port} is not a TCP port; "
+            "use 1..65535, or 0 for the broker's port"
+        )
     for key in ("broker_db", "result_db"):
         db = getattr(redis, key)
         if not 0 <= db <= 15:
@@ -228,7 +236,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         transport["global_keyprefix"] = redis.key_prefix
     conf: dict[str, object] = {
         "broker_url": redis_url(settings, redis.broker_db),
-        "result_backend": redis_url(settings, redis.result_db),
+        "result_backend": redis_url(settings, redis.result_db, results=True),
         "broker_transport_options": {**transport, "health_check_interval": HEALTH_CHECK_INTERVAL},
         "result_backend_transport_options": dict(transport),
         "redis_backend_health_check_interval": HEALTH_CHECK_INTERVAL,
@@ -278,11 +286,16 @@ def celery_config(settings: Settings) -> dict[str, object]:
     return conf
 
 
-def redis_url(settings: Settings, db: int) -> str:
-    """A redis:// or rediss:// URL; credentials are quoted so @ : / # in them survive."""
+def redis_url(settings: Settings, db: int, *, results: bool = False) -> str:
+    """A redis:// or rediss:// URL; credentials are quoted so @ : / # in them survive.
+
+    With results=True, the result store's: its own host and port when the config names them.
+    """
     redis = settings.redis
     scheme = "rediss" if redis.tls.enabled else "redis"
     user = quote(redis.username, safe="")
     password = quote(redis.password, safe="")
-    host = f"[{redis.host}]" if ":" in redis.host else redis.host  # IPv6 literal
-    return f"{scheme}://{user}:{password}@{host}:{redis.port}/{db}"
+    host = (redis.result_host if results else "") or redis.host
+    port = (redis.result_port if results else 0) or redis.port
+    host = f"[{host}]" if ":" in host else host  # IPv6 literal
+    return f"{scheme}://{user}:{password}@{host}:{port}/{db}"
