@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 SCENARIO = Path(__file__).resolve().parents[1]
 PKI = REPO / "build/pki"
-# Redis's TLS port as published on the controller's loopback by molecule.yml.
+# Redis's TLS ports as published on the controller's loopback by molecule.yml:
+# the broker's instance (6379) and the results instance (6380).
 CONTROLLER_PORT = 16391
+RESULTS_CONTROLLER_PORT = 16392
+BROKER_PORT = 6379
+RESULTS_PORT = 6380
 WORKER = "mol-secure-worker1"
 TLS_DIR = "/etc/redis/tls"
 
@@ -46,9 +51,10 @@ def cli(
     password: str | None = None,
     tls: bool = True,
     client_cert: bool = True,
+    port: int = BROKER_PORT,
 ) -> str:
     """redis-cli on the Redis host; stdout and stderr together, never raising."""
-    argv = ["redis-cli", "--no-auth-warning", "-h", "127.0.0.1", "-p", "6379"]
+    argv = ["redis-cli", "--no-auth-warning", "-h", "127.0.0.1", "-p", str(port)]
     if tls:
         argv += ["--tls", "--cacert", f"{TLS_DIR}/ca.crt"]
         if client_cert:
@@ -61,8 +67,24 @@ def cli(
 
 
 def worker_host() -> testinfra.host.Host:
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    return testinfra.get_host(f"ansible://{WORKER}?ansible_inventory={inventory}")
+    return testinfra.get_host(f"podman://{WORKER}")
+
+
+def deploy(*args: str, timeout: float = 420) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook deploy.yml against the scenario's own inventory (as molecule wrote it)."""
+    # The directory: the inventory file with its group_vars and host_vars links.
+    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
+    return subprocess.run(
+        ["ansible-playbook", "-i", inventory, "deploy.yml", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 import testinfra
-from conftest import CONTROLLER_PORT, PKI, WORKER, Secrets, cli
+from conftest import CONTROLLER_PORT, PKI, WORKER, Secrets, cli, worker_host
 
 testinfra_hosts = ["redis"]
 
@@ -95,3 +95,26 @@ def test_tls_key_is_readable_by_redis_only(host: testinfra.host.Host) -> None:
 def test_ca_key_stays_on_the_controller(host: testinfra.host.Host) -> None:
     assert not host.file("/etc/redis/tls/ca.key").exists
     assert (PKI / "ca.key").stat().st_mode & 0o077 == 0
+
+
+def test_worker_trusting_another_ca_never_connects(other_ca: Path) -> None:
+    """A real Celery worker on the worker host, its config pointing at a foreign CA."""
+    worker = worker_host()
+    probe = "/run/wrong-ca-probe"
+    worker.run(f"rm -rf {probe} && install -d -m 0755 {probe}")
+    worker.run(f"cat > {probe}/ca.crt <<'EOF'\n{other_ca.read_text()}EOF")
+    worker.run(
+        f"sed 's#^ca_file = .*#ca_file = \"{probe}/ca.crt\"#' /etc/taskapp/config.toml"
+        f" > {probe}/config.toml && chgrp taskapp {probe}/config.toml"
+        f" && chmod 0640 {probe}/config.toml"
+    )
+    run = worker.run(
+        f"TASKAPP_CONFIG={probe}/config.toml timeout 25 runuser -u taskapp -- "
+        "/opt/taskapp/current/venv/bin/celery --app taskapp.app:app worker --pool solo "
+        "--queues wrong-ca-probe --hostname wrong-ca@%h --without-mingle --without-gossip"
+    )
+    worker.run(f"rm -rf {probe}")
+    output = run.stdout + run.stderr
+    assert run.rc == 124, output[-3000:]  # still retrying when stopped: it never got in
+    assert "certificate verify failed" in output, output[-3000:]
+    assert "ready." not in output, output[-3000:]

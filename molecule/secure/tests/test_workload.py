@@ -6,11 +6,22 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import testinfra
-from conftest import CONTROLLER_PORT, PKI, WORKER, Secrets, cli, worker_host
+from conftest import (
+    BROKER_PORT,
+    CONTROLLER_PORT,
+    PKI,
+    RESULTS_CONTROLLER_PORT,
+    RESULTS_PORT,
+    WORKER,
+    Secrets,
+    cli,
+    worker_host,
+)
 
 testinfra_hosts = ["redis"]
 HERE = Path(__file__).resolve().parent
@@ -24,6 +35,7 @@ def controller_config(tmp_path_factory: pytest.TempPathFactory, secrets: Secrets
         "[redis]\n"
         'host = "127.0.0.1"\n'
         f"port = {CONTROLLER_PORT}\n"
+        f"result_port = {RESULTS_CONTROLLER_PORT}\n"
         'username = "celery"\n'
         f"password = {json.dumps(secrets.celery)}\n"
         'key_prefix = "taskapp:"\n'
@@ -41,6 +53,8 @@ def test_workers_use_tls_and_the_celery_user(host: testinfra.host.Host) -> None:
     conf = worker.file("/etc/taskapp/config.toml")
     assert 'username = "celery"' in conf.content_string
     assert "enabled = true" in conf.content_string
+    # The results instance's port follows from the Redis host's inventory.
+    assert f"result_port = {RESULTS_PORT}" in conf.content_string
     assert worker.file("/etc/taskapp/tls/client.key").mode == 0o640
 
 
@@ -67,3 +81,56 @@ def test_workload_leaves_acl_log_empty(
     clients = cli(host, "client", "list", user="admin", password=secrets.admin)
     assert "user=celery" in clients
     assert cli(host, "acl", "log", user="admin", password=secrets.admin) == ""
+
+
+def count_keys(host: testinfra.host.Host, secrets: Secrets, port: int, pattern: str) -> int:
+    out = cli(
+        host,
+        "-n",
+        "1",
+        "--scan",
+        "--pattern",
+        pattern,
+        user="admin",
+        password=secrets.admin,
+        port=port,
+    )
+    return len(out.split())
+
+
+def test_results_are_stored_in_the_results_instance(
+    host: testinfra.host.Host, secrets: Secrets
+) -> None:
+    # Runs after the workload above (tests run in file order).
+    pattern = "taskapp:celery-task-meta-*"
+    assert count_keys(host, secrets, RESULTS_PORT, pattern) > 0
+    assert count_keys(host, secrets, BROKER_PORT, pattern) == 0
+
+
+def test_pickle_message_is_rejected_and_not_executed(
+    host: testinfra.host.Host, controller_config: Path
+) -> None:
+    worker = worker_host()
+    marker = "/tmp/pickle-executed"
+    worker.run(f"rm -f {marker}")
+    since = worker.check_output("date +%s")
+    env = {**os.environ, "TASKAPP_CONFIG": str(controller_config)}
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "pickle_probe.py"), marker],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    journal = ""
+    for _ in range(30):
+        journal = worker.check_output(
+            f"journalctl -u 'celery-worker@*' --since @{since} --no-pager"
+        )
+        if "untrusted content of type pickle" in journal:
+            break
+        time.sleep(1)
+    assert "Refusing to deserialize untrusted content of type pickle" in journal, journal[-2000:]
+    assert not worker.file(marker).exists
