@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(podman runc debootstrap redis-server redis-tools openssl python3-venv)
+packages=(podman runc debootstrap redis-server redis-tools openssl sslscan python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
