@@ -1,0 +1,80 @@
+"""The bad-input tables of tests/, run against this converged cluster: every case stops the full
+`ansible-playbook deploy.yml` before any host changes, with its message; nothing on the hosts moved.
+
+The cases are the bundle tests' own (tests/test_bad_input*.py), given as extra vars, which outrank
+the inventory. Cases that need a different inventory shape (two Redis hosts, fleet layouts) stay
+in tests/ only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+from conftest import REPO, WORKER, deploy
+
+sys.path.insert(0, str(REPO / "tests"))
+import test_bad_input
+import test_bad_input_redis
+import test_bad_input_workers
+
+testinfra_hosts = ["redis"]
+
+CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    (name, {**redis_vars, **worker_vars}, expected)
+    for name, redis_vars, worker_vars, extra_redis, expected in test_bad_input.CASES
+    if not extra_redis
+]
+CASES += test_bad_input_redis.CASES
+CASES += test_bad_input_workers.HOST_CASES
+
+# What a change on a host would touch: managed files (path, mtime, size), the units' process
+# generations and Redis's run ids.
+SNAPSHOT = (
+    "find /etc/redis /etc/taskapp /etc/systemd/system /etc/sysctl.d /etc/tmpfiles.d /opt/taskapp"
+    " -printf '%p %T@ %s\\n' 2>/dev/null | sort; "
+    "systemctl show -p Id -p InvocationID 'redis-server*' 'celery-*' | sort"
+)
+
+
+def snapshot() -> dict[str, str]:
+    return {
+        name: testinfra.get_host(f"podman://{name}").check_output(SNAPSHOT)
+        for name in ("mol-secure-redis1", WORKER)
+    }
+
+
+@pytest.fixture(scope="module")
+def before() -> dict[str, str]:
+    return snapshot()
+
+
+def test_there_are_at_least_twenty_cases() -> None:
+    assert len(CASES) >= 20
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input_stops_before_any_host_changes(
+    tmp_path: Path, before: dict[str, str], extra_vars: dict[str, Any], expected: list[str]
+) -> None:
+    vars_file = tmp_path / "bad.json"
+    vars_file.write_text(json.dumps(extra_vars))
+    proc = deploy("-e", f"@{vars_file}")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    for text in expected:
+        assert text in output, f"{text!r} missing from:\n{output[-3000:]}"
+    # No host play started, and the recap counts no change anywhere.
+    assert "PLAY [Redis" not in output, output[-3000:]
+    assert "PLAY [Celery workers" not in output, output[-3000:]
+    changed = re.findall(r"\bchanged=(\d+)", output)
+    assert changed, output[-3000:]
+    assert set(changed) == {"0"}, output[-3000:]
+    assert snapshot() == before
