@@ -82,6 +82,25 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["redis_acl_celery_commands", "+@all"],
     ),
     (
+        "results instance on the broker's port",
+        {"redis_results_instance": True, "redis_results_port": 6379},
+        ["redis_results_port", "other than redis_port"],
+    ),
+    (
+        "broker and results instances larger than the host's RAM together",
+        {
+            "redis_results_instance": True,
+            "redis_maxmemory_percent": 80,
+            "redis_results_maxmemory_percent": 30,
+        },
+        ["redis_results_maxmemory_mb", "not below this host's RAM", "Lower one of them"],
+    ),
+    (
+        "unknown results policy",
+        {"redis_results_instance": True, "redis_results_maxmemory_policy": "lru"},
+        ["redis_results_maxmemory_policy", "allkeys-lru"],
+    ),
+    (
         "TLS 1.1",
         {"redis_tls": True, "redis_tls_protocols": ["TLSv1.1", "TLSv1.2"]},
         ["redis_tls_protocols", "TLSv1.2"],
