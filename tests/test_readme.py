@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -29,3 +30,13 @@ def test_readme_names_the_two_commands() -> None:
     assert "make lab" in readme
     assert "make test" in readme
     assert "make test" in (REPO / ".ci/run").read_text()
+
+
+def test_security_table_names_tests_that_exist() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### Security checks", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`(test_\w+\.py)(?:::(test_\w+))?`", table)
+    assert len(named) >= 15
+    for module, test in named:
+        source = (REPO / "molecule/secure/tests" / module).read_text()
+        assert not test or f"def {test}(" in source, f"{module}::{test}"
