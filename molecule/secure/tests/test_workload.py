@@ -48,6 +48,20 @@ def controller_config(tmp_path_factory: pytest.TempPathFactory, secrets: Secrets
     return path
 
 
+def run_client(
+    script: str, config: Path, *args: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """One of this directory's client scripts, run from the controller as the Celery user."""
+    return subprocess.run(
+        [sys.executable, str(HERE / script), *args],
+        env={**os.environ, "TASKAPP_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def test_workers_use_tls_and_the_celery_user(host: testinfra.host.Host) -> None:
     worker = worker_host()
     conf = worker.file("/etc/taskapp/config.toml")
@@ -62,15 +76,7 @@ def test_workload_leaves_acl_log_empty(
     host: testinfra.host.Host, secrets: Secrets, controller_config: Path
 ) -> None:
     assert cli(host, "acl", "log", "reset", user="admin", password=secrets.admin) == "OK"
-    env = {**os.environ, "TASKAPP_CONFIG": str(controller_config)}
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "workload.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_client("workload.py", controller_config, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # celery inspect ping as the workers' own hosts run it.
     ping = worker_host().run(
@@ -114,15 +120,7 @@ def test_pickle_message_is_rejected_and_not_executed(
     marker = "/tmp/pickle-executed"
     worker.run(f"rm -f {marker}")
     since = worker.check_output("date +%s")
-    env = {**os.environ, "TASKAPP_CONFIG": str(controller_config)}
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "pickle_probe.py"), marker],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_client("pickle_probe.py", controller_config, marker, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     journal = ""
     for _ in range(30):
