@@ -90,7 +90,9 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         "broker and results instances larger than the host's RAM together",
         {
             "redis_results_instance": True,
+            "redis_maxmemory_mb": 0,
             "redis_maxmemory_percent": 80,
+            "redis_results_maxmemory_mb": 0,
             "redis_results_maxmemory_percent": 30,
         },
         ["redis_results_maxmemory_mb", "not below this host's RAM", "Lower one of them"],
