@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.queues
+import multiprocessing.synchronize
 import os
 import re
 import sys
@@ -29,9 +31,9 @@ QUEUE = "celery"
 
 def stock_app(url: str) -> Celery:
     """The bundled tasks with Celery's stock settings, as its first-steps guide configures."""
-    from taskapp.app import app  # noqa: PLC0415  # the config source must be set before use
-
-    import taskapp.tasks  # noqa: F401, PLC0415  # registers the tasks on app
+    # Imported here: the app's config source must be replaced before anything reads it.
+    import taskapp.tasks  # noqa: F401  # registers the tasks on app
+    from taskapp.app import app
 
     app.config_from_object({"broker_url": url + "/0", "result_backend": url + "/1"}, force=True)
     return app
@@ -39,9 +41,8 @@ def stock_app(url: str) -> Celery:
 
 def bundle_app(config: str) -> Celery:
     os.environ["TASKAPP_CONFIG"] = config
-    from taskapp.app import app  # noqa: PLC0415
-
-    import taskapp.tasks  # noqa: F401, PLC0415
+    import taskapp.tasks  # noqa: F401  # registers the tasks on app
+    from taskapp.app import app
 
     return app
 
@@ -53,7 +54,7 @@ def make_app(args: argparse.Namespace) -> Celery:
 def broker_client(app: Celery) -> redis.Redis:
     """kombu's own client on the broker database: it adds the key prefix itself."""
     with app.connection_for_write() as conn:
-        client: redis.Redis = conn.default_channel.client
+        client: redis.Redis = conn.default_channel.client  # type: ignore[attr-defined]
         return client
 
 
@@ -159,7 +160,7 @@ def ready(args: argparse.Namespace) -> dict[str, Any]:
     deadline = time.perf_counter() + args.timeout
     names: list[str] = []
     while time.perf_counter() < deadline:
-        names = sorted(name for reply in app.control.ping(timeout=0.5) for name in reply)
+        names = sorted(name for reply in app.control.ping(timeout=0.5) or [] for name in reply)
         if len(names) == args.expect:
             return {"nodes": names}
         time.sleep(0.5)
@@ -209,7 +210,13 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     return {"n": args.n, "samples_ms": samples_ms, "load_rate": args.load_rate, "backlog": backlog}
 
 
-def _raw_consumer(url: str, results: bool, ready: Any, go: Any, out: Any) -> None:
+def _raw_consumer(
+    url: str,
+    results: bool,
+    ready: multiprocessing.synchronize.Semaphore,
+    go: multiprocessing.synchronize.Event,
+    out: multiprocessing.queues.Queue[tuple[int, float]],
+) -> None:
     client = redis.Redis.from_url(url)
     client.ping()
     ready.release()
@@ -221,7 +228,8 @@ def _raw_consumer(url: str, results: bool, ready: Any, go: Any, out: Any) -> Non
         if item is None:
             break
         if results:
-            client.setex("raw-result:" + item[1].decode(), 3600, b'{"status":"SUCCESS"}')
+            message_id = item[1] if isinstance(item[1], str) else item[1].decode()
+            client.setex("raw-result:" + message_id, 3600, b'{"status":"SUCCESS"}')
         done += 1
         last = time.perf_counter()
     out.put((done, last))

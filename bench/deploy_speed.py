@@ -61,17 +61,27 @@ def lab(command: str, *, deploy: bool) -> None:
     env = {**os.environ, **LAB}
     if not deploy:
         env["LAB_DEPLOY"] = "0"
-    subprocess.run([str(REPO / "scripts/lab.sh"), command], env=env, check=True, cwd=REPO,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [str(REPO / "scripts/lab.sh"), command],
+        env=env,
+        check=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def deploy(env: dict[str, str], extra: list[str]) -> tuple[float, int]:
     """Seconds for one deploy.yml run, and how many tasks it changed."""
     t0 = time.monotonic()
     done = subprocess.run(
-        [*DEPLOY, *extra], env={**os.environ, **env}, cwd=REPO,
-        capture_output=True, text=True, check=False, timeout=1800,
-    )  # fmt: skip
+        [*DEPLOY, *extra],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
     elapsed = time.monotonic() - t0
     if done.returncode != 0:
         raise RuntimeError(f"deploy failed ({env}, {extra}):\n{done.stdout[-4000:]}")
@@ -106,8 +116,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     s = result["settings"]
 
     result["ratios"] = {
-        "rerun_bundle_vs_defaults": statistics.median(s["bundle"]["rerun"]) / statistics.median(s["defaults"]["rerun"]),
-        "rerun_mitogen_vs_defaults": statistics.median(s["mitogen"]["rerun"]) / statistics.median(s["defaults"]["rerun"]),
+        "rerun_bundle_vs_defaults": statistics.median(s["bundle"]["rerun"])
+        / statistics.median(s["defaults"]["rerun"]),
+        "rerun_mitogen_vs_defaults": statistics.median(s["mitogen"]["rerun"])
+        / statistics.median(s["defaults"]["rerun"]),
     }
     result["load_average"] = os.getloadavg()
     result["note"] = (

@@ -94,12 +94,13 @@ class Lab:
     def plain_url(self) -> str:
         return f"redis://:{self.password}@{REDIS}:{PLAIN_PORT}"
 
-    def client(self, *argv: str, stock: bool = False, unhardened: bool = False) -> Any:
+    def client(self, *argv: str, stock: bool = False, unhardened: bool = False) -> dict[str, Any]:
         where = ["--stock-url", self.plain_url] if stock else []
         if unhardened:
             where = ["--config", UNHARDENED_CONFIG]
         out = on(WORKER, PY, f"{BENCH_DIR}/client.py", *where, *argv)
-        return json.loads(out.strip().splitlines()[-1])
+        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return result
 
 
 def load_lab(deploy: bool) -> Lab:
@@ -136,15 +137,39 @@ def prepare(lab: Lab) -> None:
     if on(REDIS, "systemctl", "is-active", "bench-plain-redis", check=False).strip() != "active":
         on(REDIS, "systemctl", "reset-failed", "bench-plain-redis", check=False)
         on(
-            REDIS, "systemd-run", "--unit", "bench-plain-redis", "--uid", "redis",
-            "-p", "WorkingDirectory=/tmp", "/usr/bin/redis-server", "--port", str(PLAIN_PORT),
-            "--bind", "0.0.0.0", "--requirepass", lab.password, "--appendonly", "no",
-            "--save", "", "--dir", "/tmp",
-        )  # fmt: skip
+            REDIS,
+            "systemd-run",
+            "--unit",
+            "bench-plain-redis",
+            "--uid",
+            "redis",
+            "-p",
+            "WorkingDirectory=/tmp",
+            "/usr/bin/redis-server",
+            "--port",
+            str(PLAIN_PORT),
+            "--bind",
+            "0.0.0.0",
+            "--requirepass",
+            lab.password,
+            "--appendonly",
+            "no",
+            "--save",
+            "",
+            "--dir",
+            "/tmp",
+        )
     lab.client(
-        "plain-config", "--dst", UNHARDENED_CONFIG, "--host", REDIS,
-        "--port", str(PLAIN_PORT), "--password", lab.password,
-    )  # fmt: skip
+        "plain-config",
+        "--dst",
+        UNHARDENED_CONFIG,
+        "--host",
+        REDIS,
+        "--port",
+        str(PLAIN_PORT),
+        "--password",
+        lab.password,
+    )
 
 
 def stop_workers() -> None:
@@ -156,8 +181,7 @@ def transient(name: str, env: dict[str, str], argv: Sequence[str]) -> None:
     props = ["-p", "KillMode=mixed", "-p", f"WorkingDirectory={BENCH_DIR}"]
     for key, value in env.items():
         props += ["-E", f"{key}={value}"]
-    on(WORKER, "systemd-run", "--unit", name, "--uid", "taskapp", "--gid", "taskapp",
-       *props, *argv)  # fmt: skip
+    on(WORKER, "systemd-run", "--unit", name, "--uid", "taskapp", "--gid", "taskapp", *props, *argv)
 
 
 def main_pids(units: Sequence[str]) -> str:
@@ -181,14 +205,24 @@ class Config:
             cmd = [CELERY, "-A", "stock_app", "worker", "--loglevel", "INFO"]
             if self.one_process:
                 cmd += ["--concurrency", "1"]
-            transient("bench-stock", {"PYTHONPATH": BENCH_DIR, "BENCH_STOCK_URL": lab.plain_url},
-                      cmd)  # fmt: skip
+            transient(
+                "bench-stock", {"PYTHONPATH": BENCH_DIR, "BENCH_STOCK_URL": lab.plain_url}, cmd
+            )
             units = ["bench-stock.service"]
         elif self.unhardened:
             units = []
             for node in lab.nodes:
-                cmd = [CELERY, "--app", "taskapp.app:app", "worker", "--hostname",
-                       f"{node}@{WORKER}", "--loglevel", "INFO", *lab.node_args[node]]  # fmt: skip
+                cmd = [
+                    CELERY,
+                    "--app",
+                    "taskapp.app:app",
+                    "worker",
+                    "--hostname",
+                    f"{node}@{WORKER}",
+                    "--loglevel",
+                    "INFO",
+                    *lab.node_args[node],
+                ]
                 transient(f"bench-unhardened-{node}", {"TASKAPP_CONFIG": UNHARDENED_CONFIG}, cmd)
                 units.append(f"bench-unhardened-{node}.service")
         else:
@@ -197,7 +231,7 @@ class Config:
         self.client(lab, "ready", "--expect", str(len(units)))
         return units
 
-    def client(self, lab: Lab, *argv: str) -> Any:
+    def client(self, lab: Lab, *argv: str) -> dict[str, Any]:
         return lab.client(*argv, stock=self.stock, unhardened=self.unhardened)
 
 
@@ -215,8 +249,21 @@ def rotate(items: Sequence[Config], by: int) -> list[Config]:
 
 def redis_benchmark(lab: Lab, quick: bool) -> dict[str, float]:
     n = "2000" if quick else "100000"
-    out = on(REDIS, "redis-benchmark", "-h", "127.0.0.1", "-p", str(PLAIN_PORT), "-a",
-             lab.password, "-n", n, "-t", "ping,set,lpush,rpop", "--csv")  # fmt: skip
+    out = on(
+        REDIS,
+        "redis-benchmark",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(PLAIN_PORT),
+        "-a",
+        lab.password,
+        "-n",
+        n,
+        "-t",
+        "ping,set,lpush,rpop",
+        "--csv",
+    )
     rates: dict[str, float] = {}
     for line in out.splitlines()[1:]:
         cells = [c.strip('"') for c in line.split(",")]
@@ -246,16 +293,28 @@ def measure(lab: Lab, sizes: Sizes) -> dict[str, Any]:
                 record["trivial_results"] = config.client(lab, *trivial, "--results")
                 record["latency_idle"] = config.client(lab, "latency", "--n", str(sizes.latency))
                 record["latency_load"] = config.client(
-                    lab, "latency", "--n", str(sizes.latency),
-                    "--load-rate", str(sizes.load_rate),
-                )  # fmt: skip
+                    lab,
+                    "latency",
+                    "--n",
+                    str(sizes.latency),
+                    "--load-rate",
+                    str(sizes.load_rate),
+                )
             runs.append(record)
         stop_workers()
         print(f"bench: rep {rep + 1}/{sizes.reps} raw", flush=True)
         for results in (False, True):
             flag = ["--results"] if results else []
-            raw = lab.client("raw", "--raw-url", lab.plain_url, "--n", str(sizes.raw),
-                             "--processes", str(processes), *flag)  # fmt: skip
+            raw = lab.client(
+                "raw",
+                "--raw-url",
+                lab.plain_url,
+                "--n",
+                str(sizes.raw),
+                "--processes",
+                str(processes),
+                *flag,
+            )
             runs.append({"rep": rep, "config": "raw", "results": results, "raw": raw})
         runs.append(
             {"rep": rep, "config": "redis-benchmark", "rates": redis_benchmark(lab, sizes.reps < 2)}
@@ -278,12 +337,19 @@ def measure(lab: Lab, sizes: Sizes) -> dict[str, Any]:
 
 def machine(lab: Lab) -> dict[str, Any]:
     versions = json.loads(
-        on(WORKER, PY, "-c", "import json, celery, kombu, redis, sys; print(json.dumps("
-           "{'celery': celery.__version__, 'kombu': kombu.__version__, 'redis-py': "
-           "redis.__version__, 'python (hosts)': sys.version.split()[0]}))")  # fmt: skip
+        on(
+            WORKER,
+            PY,
+            "-c",
+            "import json, celery, kombu, redis, sys; print(json.dumps("
+            "{'celery': celery.__version__, 'kombu': kombu.__version__, 'redis-py': "
+            "redis.__version__, 'python (hosts)': sys.version.split()[0]}))",
+        )
     )
     versions["redis-server"] = on(REDIS, "redis-server", "--version").split()[2].removeprefix("v=")
-    versions["ansible-core"] = run([sys.executable, "-c", "import ansible; print(ansible.__version__)"]).strip()
+    versions["ansible-core"] = run(
+        [sys.executable, "-c", "import ansible; print(ansible.__version__)"]
+    ).strip()
     cpu = Path("/proc/cpuinfo").read_text()
     model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if "model name" in ln), "")
     return {

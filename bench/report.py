@@ -22,9 +22,7 @@ def _rate(data: dict[str, Any], config: str, workload: str) -> dict[int, float]:
 
 def _raw(data: dict[str, Any], results: bool) -> dict[int, float]:
     return {
-        r["rep"]: r["raw"]["tasks_per_s"]
-        for r in _runs(data, "raw")
-        if r["results"] is results
+        r["rep"]: r["raw"]["tasks_per_s"] for r in _runs(data, "raw") if r["results"] is results
     }
 
 
@@ -42,7 +40,11 @@ def _mib(values: Iterable[int]) -> float:
 
 def summarize_run(data: dict[str, Any]) -> dict[str, Any]:
     throughput = {
-        config: {w: summarize(list(v.values())).as_dict() for w in THROUGHPUT if (v := _rate(data, config, w))}
+        config: {
+            w: summarize(list(v.values())).as_dict()
+            for w in THROUGHPUT
+            if (v := _rate(data, config, w))
+        }
         for config in CONFIGS
     }
     raw = {
@@ -65,7 +67,11 @@ def summarize_run(data: dict[str, Any]) -> dict[str, Any]:
         idle += [v for r in runs for v in r["trivial"]["rss_idle_kib"].values()]
         load = [v for r in runs for v in r["trivial"]["rss_load_kib"].values()]
         if idle and load:
-            memory[config] = {"nodes": runs[0]["nodes"], "idle_mib": _mib(idle), "load_mib": _mib(load)}
+            memory[config] = {
+                "nodes": runs[0]["nodes"],
+                "idle_mib": _mib(idle),
+                "load_mib": _mib(load),
+            }
     queued = {
         config: round(m["used_memory_delta"] * 10000 / m["queued"])
         for config, m in data["queued_memory"].items()
@@ -112,21 +118,70 @@ def targets(summary: dict[str, Any], deploy: dict[str, Any] | None) -> list[Targ
     r = summary["ratios"]
     lat = summary["latency_ms"]
     out = [
-        Target("Bundle defaults / Stock, trivial tasks with results", r["bundle_vs_stock_trivial_results"]["median"], 2.0, True, "x"),
-        Target("Bundle defaults / Stock, trivial tasks without results", r["bundle_vs_stock_trivial"]["median"], 2.0, True, "x"),
-        Target("Hardening cost (1 - Bundle / unhardened), with results", 1 - r["bundle_vs_unhardened_trivial_results"]["median"], 0.10, False),
-        Target("Hardening cost (1 - Bundle / unhardened), without results", 1 - r["bundle_vs_unhardened_trivial"]["median"], 0.10, False),
-        Target("Bundle / raw ceiling (BRPOP+SETEX), with results", r["bundle_vs_raw_trivial_results"]["median"], 0.35, True),
-        Target("Bundle / raw ceiling (BRPOP), without results", r["bundle_vs_raw_trivial"]["median"], 0.35, True),
+        Target(
+            "Bundle defaults / Stock, trivial tasks with results",
+            r["bundle_vs_stock_trivial_results"]["median"],
+            2.0,
+            True,
+            "x",
+        ),
+        Target(
+            "Bundle defaults / Stock, trivial tasks without results",
+            r["bundle_vs_stock_trivial"]["median"],
+            2.0,
+            True,
+            "x",
+        ),
+        Target(
+            "Hardening cost (1 - Bundle / unhardened), with results",
+            1 - r["bundle_vs_unhardened_trivial_results"]["median"],
+            0.10,
+            False,
+        ),
+        Target(
+            "Hardening cost (1 - Bundle / unhardened), without results",
+            1 - r["bundle_vs_unhardened_trivial"]["median"],
+            0.10,
+            False,
+        ),
+        Target(
+            "Bundle / raw ceiling (BRPOP+SETEX), with results",
+            r["bundle_vs_raw_trivial_results"]["median"],
+            0.35,
+            True,
+        ),
+        Target(
+            "Bundle / raw ceiling (BRPOP), without results",
+            r["bundle_vs_raw_trivial"]["median"],
+            0.35,
+            True,
+        ),
         Target("Latency at idle, p50", lat["bundle"]["idle"]["p50"], 1.5, False, " ms"),
         Target("Latency at idle, p99", lat["bundle"]["idle"]["p99"], 3.0, False, " ms"),
-        Target("Latency at idle, p99 vs Stock's p99", lat["bundle"]["idle"]["p99"], lat["stock"]["idle"]["p99"], False, " ms"),
-        Target("CPU-bound task, vCPUs processes / 1 process", r["bundle_cpu_scaling"]["median"], 1.8, True, "x"),
-    ]  # fmt: skip
+        Target(
+            "Latency at idle, p99 vs Stock's p99",
+            lat["bundle"]["idle"]["p99"],
+            lat["stock"]["idle"]["p99"],
+            False,
+            " ms",
+        ),
+        Target(
+            "CPU-bound task, vCPUs processes / 1 process",
+            r["bundle_cpu_scaling"]["median"],
+            1.8,
+            True,
+            "x",
+        ),
+    ]
     if deploy and "ratios" in deploy:
         out.append(
-            Target("Idempotent re-run, bundle ansible.cfg / Ansible defaults",
-                   deploy["ratios"]["rerun_bundle_vs_defaults"], 0.4, False, "x")  # fmt: skip
+            Target(
+                "Idempotent re-run, bundle ansible.cfg / Ansible defaults",
+                deploy["ratios"]["rerun_bundle_vs_defaults"],
+                0.4,
+                False,
+                "x",
+            )
         )
     return out
 
@@ -153,15 +208,18 @@ def markdown(data: dict[str, Any]) -> str:
     out = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (bench/harness.py) from `bench/results.json`; do not edit by hand.",
+        "Written by `make bench` (bench/harness.py) from `bench/results.json`; "
+        "do not edit by hand.",
         "",
         f"- Date: {data['date']} (run took {data['duration_s']:.0f} s)",
         f"- Machine: {m['cpu']}, {m['vcpus']} vCPUs, {m['memory_gib']} GiB. **Shared** with other "
         f"agents' work while it ran: load average {la['before'][0]:.2f} before, "
         f"{la['after'][0]:.2f} after (1 min). Absolute figures are therefore low and noisy; "
-        "the configurations alternate within every repetition, so the ratios compare like with like.",
+        "the configurations alternate within every repetition, so the ratios compare "
+        "like with like.",
         f"- Versions: {v}.",
-        f"- Repetitions: {data['sizes']['reps']}; per repetition {data['sizes']['trivial']:,} trivial "
+        f"- Repetitions: {data['sizes']['reps']}; per repetition "
+        f"{data['sizes']['trivial']:,} trivial "
         f"tasks per throughput run, {data['sizes']['burn']} CPU tasks, {data['sizes']['latency']} "
         f"round trips per latency run, raw queue {data['sizes']['raw']:,} messages.",
         f"- Bundle worker nodes on the worker host: {nodes}.",
@@ -174,7 +232,9 @@ def markdown(data: dict[str, Any]) -> str:
     for t in s["targets"]:
         sign = ">=" if t["at_least"] else "<="
         verdict = "met" if t["met"] else f"**not met**, off by {t['shortfall']:.0%}"
-        out.append(f"| {t['name']} | {t['value']:.3g}{t['unit']} | {sign} {t['bound']:.3g}{t['unit']} | {verdict} |")
+        measured = f"{t['value']:.3g}{t['unit']}"
+        bound = f"{sign} {t['bound']:.3g}{t['unit']}"
+        out.append(f"| {t['name']} | {measured} | {bound} | {verdict} |")
     out += [
         "",
         "## Throughput (tasks/s, median of repetitions, min-max in brackets)",
@@ -187,7 +247,8 @@ def markdown(data: dict[str, Any]) -> str:
         out.append(f"| {config} | {' | '.join(cells)} |")
     raw = s["raw"]
     out += [
-        f"| raw redis-py, {data['consumer_processes']} processes | {_s(raw['brpop'])} | {_s(raw['brpop_setex'])} | - |",
+        f"| raw redis-py, {data['consumer_processes']} processes | {_s(raw['brpop'])} | "
+        f"{_s(raw['brpop_setex'])} | - |",
         "",
         "Ratios, each the median of per-repetition ratios (min-max):",
         "",
@@ -201,7 +262,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "## Latency of `ping.delay().get()` (ms, all repetitions pooled)",
         "",
-        f"Under load: while another process on the worker host sends {data['sizes']['load_rate']:g} trivial tasks/s.",
+        "Under load: while another process on the worker host sends "
+        f"{data['sizes']['load_rate']:g} trivial tasks/s.",
         "",
         "| configuration | idle p50 | idle p99 | idle max | load p50 | load p99 | load max |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -216,7 +278,7 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "## Memory",
         "",
-        "| configuration | worker nodes | RSS per node idle (MiB) | RSS per node under load (MiB) |",
+        "| configuration | worker nodes | RSS per node, idle (MiB) | peak under load (MiB) |",
         "| --- | --- | --- | --- |",
     ]
     for config, mem in s["rss_per_node"].items():
@@ -229,10 +291,20 @@ def markdown(data: dict[str, Any]) -> str:
     )
     deploy = data.get("deploy")
     if deploy:
-        out += ["", "## Deploy speed (seconds)", "", "| settings | full converge from blank hosts | idempotent re-run |", "| --- | --- | --- |"]
+        out += [
+            "",
+            "## Deploy speed (seconds)",
+            "",
+            "| settings | full converge from blank hosts | idempotent re-run |",
+            "| --- | --- | --- |",
+        ]
         for name, d in deploy["settings"].items():
             reruns = d.get("rerun", [])
-            rerun = f"{statistics.median(reruns):.0f} ({min(reruns):.0f}-{max(reruns):.0f})" if reruns else "-"
+            rerun = (
+                f"{statistics.median(reruns):.0f} ({min(reruns):.0f}-{max(reruns):.0f})"
+                if reruns
+                else "-"
+            )
             converge = f"{d['converge']:.0f}" if d.get("converge") else "-"
             out.append(f"| {name} | {converge} | {rerun} |")
         out += ["", deploy.get("note", "")]

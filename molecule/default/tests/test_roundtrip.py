@@ -37,7 +37,9 @@ def test_smoke_from_the_controller(controller_config: Path) -> None:
     assert "11 passed, 0 failed" in proc.stdout, proc.stdout
     workers = {line.split()[3] for line in proc.stdout.splitlines() if "SUCCESS" in line}
     # worker1 runs one node per vCPU (default, default-2, ...), worker2 one node.
-    assert all(w.endswith("@mol-default-worker1") for w in workers - {"default@mol-default-worker2"})
+    assert all(
+        w.endswith("@mol-default-worker1") for w in workers - {"default@mol-default-worker2"}
+    )
     assert all(re.fullmatch(r"default(-\d+)?", w.split("@")[0]) for w in workers), workers
 
 
