@@ -7,8 +7,8 @@ Three Ansible settings, run in the same session, re-runs alternating:
 - defaults: Ansible's own defaults (an ansible.cfg holding only roles_path,
   which is not a speed setting);
 - mitogen: the bundle's ansible.cfg plus strategy mitogen_linear, with the
-  hosts reached through mitogen's podman connection (`-e ansible_connection=podman`,
-  which mitogen redirects to mitogen_podman).
+  hosts reached through mitogen's podman connection (bench/mitogen-connection.yml
+  names it `podman`, which mitogen redirects to mitogen_podman).
 
 Each full converge starts from fresh containers (scripts/lab.sh down, then the
 containers created again without deploying). Writes bench/deploy-results.json,
@@ -53,7 +53,10 @@ def settings(tmp: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
     return {
         "bundle": ({"ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}, []),
         "defaults": ({"ANSIBLE_CONFIG": str(defaults)}, []),
-        "mitogen": ({"ANSIBLE_CONFIG": str(mitogen)}, ["-e", "ansible_connection=podman"]),
+        "mitogen": (
+            {"ANSIBLE_CONFIG": str(mitogen)},
+            ["-i", str(REPO / "bench/mitogen-connection.yml")],
+        ),
     }
 
 
@@ -92,7 +95,11 @@ def deploy(env: dict[str, str], extra: list[str]) -> tuple[float, int]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reruns", type=int, default=3, help="idempotent re-runs per setting")
-    parser.add_argument("--no-converge", action="store_true", help="re-runs only")
+    parser.add_argument(
+        "--converge",
+        default="bundle,defaults,mitogen",
+        help="settings to time a full converge from blank hosts with ('' for none)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench/deploy-results.json")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {"settings": {}}
@@ -100,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         configs = settings(Path(tmp))
         for name, (env, extra) in configs.items():
             entry: dict[str, Any] = {"rerun": [], "rerun_changed": []}
-            if not args.no_converge:
+            if name in args.converge.split(","):
                 lab("down", deploy=False)
                 lab("up", deploy=False)
                 entry["converge"], entry["converge_changed"] = deploy(env, extra)
@@ -126,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "Full converge: one run per setting from fresh containers (apt installs on the hosts "
         "dominate it). Re-runs: median (min-max) of the alternating runs; every re-run "
         "reported changed=0 except where noted in bench/deploy-results.json. mitogen needs "
-        "its own connection name (`ansible_connection=podman`), so it stays opt-in: see README."
+        "its own connection name (`podman`, bench/mitogen-connection.yml), so it stays opt-in: "
+        "see README."
     )
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["ratios"]))

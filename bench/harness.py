@@ -368,7 +368,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-deploy", action="store_true", help="reuse the running lab as is")
     parser.add_argument("--results", type=Path, default=REPO / "bench/results.json")
     parser.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="no measuring: rewrite the results' summary and BENCHMARKS.md (after bench-deploy)",
+    )
     args = parser.parse_args(argv)
+    if args.render_only:
+        write(json.loads(args.results.read_text()), args.results, args.markdown)
+        return
     sizes = QUICK if args.quick else Sizes(reps=args.reps)
     lab = load_lab(deploy=not args.no_deploy)
     prepare(lab)
@@ -383,15 +391,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         sizes=sizes.__dict__,
         machine=machine(lab),
     )
+    write(data, args.results, args.markdown)
+
+
+def write(data: dict[str, Any], results: Path, markdown: Path) -> None:
+    """Summarize (with bench-deploy's results when present) and write both files."""
     deploy = REPO / "bench/deploy-results.json"
     if deploy.exists():
         data["deploy"] = json.loads(deploy.read_text())
-    summary = report.summarize_run(data)
-    data["summary"] = summary
-    args.results.write_text(json.dumps(data, indent=1) + "\n")
-    args.markdown.write_text(report.markdown(data))
-    print(report.targets_text(summary))
-    print(f"bench: wrote {args.results} and {args.markdown}")
+    data["summary"] = report.summarize_run(data)
+    results.write_text(json.dumps(data, indent=1) + "\n")
+    markdown.write_text(report.markdown(data))
+    print(report.targets_text(data["summary"]))
+    print(f"bench: wrote {results} and {markdown}")
 
 
 if __name__ == "__main__":
