@@ -42,7 +42,12 @@ def settings(tmp: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
     defaults.write_text(f"[defaults]\nroles_path = {REPO / 'roles'}\n")
     strategy = Path(ansible_mitogen.__file__).parent / "plugins/strategy"
     mitogen = tmp / "mitogen.cfg"
-    bundle_cfg = (REPO / "ansible.cfg").read_text()
+    # Relative paths in ansible.cfg are relative to the file: make them absolute for the copy.
+    bundle_cfg = re.sub(
+        r"(?m)^(roles_path|inventory) = (?!/)(.*)$",
+        lambda m: f"{m.group(1)} = {REPO / m.group(2)}",
+        (REPO / "ansible.cfg").read_text(),
+    )
     mitogen.write_text(
         bundle_cfg.replace(
             "[defaults]\n",
@@ -87,7 +92,9 @@ def deploy(env: dict[str, str], extra: list[str]) -> tuple[float, int]:
     )
     elapsed = time.monotonic() - t0
     if done.returncode != 0:
-        raise RuntimeError(f"deploy failed ({env}, {extra}):\n{done.stdout[-4000:]}")
+        raise RuntimeError(
+            f"deploy failed ({env}, {extra}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        )
     changed = sum(int(n) for n in re.findall(r"changed=(\d+)", done.stdout))
     return elapsed, changed
 
@@ -102,7 +109,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench/deploy-results.json")
     args = parser.parse_args(argv)
-    result: dict[str, Any] = {"settings": {}}
+    # Converges not timed in this run keep the figure of the previous run, which says when.
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    result: dict[str, Any] = {
+        "settings": {},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         configs = settings(Path(tmp))
         for name, (env, extra) in configs.items():
@@ -112,6 +124,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 lab("up", deploy=False)
                 entry["converge"], entry["converge_changed"] = deploy(env, extra)
                 print(f"deploy-speed: {name} converge {entry['converge']:.0f} s", flush=True)
+            else:
+                old = previous.get("settings", {}).get(name, {})
+                for key in ("converge", "converge_changed", "converge_date"):
+                    if key in old:
+                        entry[key] = old[key]
+            entry.setdefault("converge_date", result["date"])
             result["settings"][name] = entry
         for rep in range(args.reruns):
             order = list(configs.items())
@@ -131,8 +149,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     result["load_average"] = os.getloadavg()
     result["note"] = (
         "Full converge: one run per setting from fresh containers (apt installs on the hosts "
-        "dominate it). Re-runs: median (min-max) of the alternating runs; every re-run "
-        "reported changed=0 except where noted in bench/deploy-results.json. mitogen needs "
+        "dominate it), not alternated, so the machine's load at that moment weighs on it. "
+        "Re-runs: median (min-max) of runs alternating between the settings; the changed "
+        "counts are in bench/deploy-results.json (0 is idempotent). mitogen needs "
         "its own connection name (`podman`, bench/mitogen-connection.yml), so it stays opt-in: "
         "see README."
     )

@@ -57,7 +57,7 @@ UNHARDENED_CONFIG = f"{BENCH_DIR}/unhardened.toml"
 @dataclass(frozen=True)
 class Sizes:
     reps: int = 3
-    trivial: int = 5000
+    trivial: int = 4000
     burn: int = 400
     latency: int = 300
     load_rate: float = 200.0
