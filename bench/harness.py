@@ -91,6 +91,14 @@ class Lab:
     node_args: dict[str, list[str]] = field(default_factory=dict)
 
     @property
+    def processes(self) -> int:
+        """Pool processes of all the bundle's nodes together."""
+        return sum(
+            int(args[args.index("--concurrency") + 1]) if "--concurrency" in args else 1
+            for args in self.node_args.values()
+        )
+
+    @property
     def plain_url(self) -> str:
         return f"redis://:{self.password}@{REDIS}:{PLAIN_PORT}"
 
@@ -197,6 +205,7 @@ class Config:
     stock: bool = False
     unhardened: bool = False
     one_process: bool = False
+    one_node: bool = False
 
     def start(self, lab: Lab) -> list[str]:
         stop_workers()
@@ -225,6 +234,23 @@ class Config:
                 ]
                 transient(f"bench-unhardened-{node}", {"TASKAPP_CONFIG": UNHARDENED_CONFIG}, cmd)
                 units.append(f"bench-unhardened-{node}.service")
+        elif self.one_node:
+            # The same processes as one node (the role's earlier default, and `kind: long`).
+            args = list(lab.node_args[lab.nodes[0]])
+            args[args.index("--concurrency") + 1] = str(lab.processes)
+            cmd = [
+                CELERY,
+                "--app",
+                "taskapp.app:app",
+                "worker",
+                "--hostname",
+                f"default@{WORKER}",
+                "--loglevel",
+                "INFO",
+                *args,
+            ]
+            transient("bench-onenode", {"TASKAPP_CONFIG": "/etc/taskapp/config.toml"}, cmd)
+            units = ["bench-onenode.service"]
         else:
             units = [unit(n) for n in (lab.nodes[:1] if self.one_process else lab.nodes)]
             on(WORKER, "systemctl", "start", *units)
@@ -240,6 +266,7 @@ BUNDLE = Config("bundle")
 UNHARDENED = Config("unhardened", unhardened=True)
 STOCK_ONE = Config("stock-1", stock=True, one_process=True)
 BUNDLE_ONE = Config("bundle-1", one_process=True)
+ONE_NODE = Config("one-node", one_node=True)
 
 
 def rotate(items: Sequence[Config], by: int) -> list[Config]:
@@ -274,12 +301,9 @@ def redis_benchmark(lab: Lab, quick: bool) -> dict[str, float]:
 
 def measure(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
-    processes = sum(
-        int(args[args.index("--concurrency") + 1]) if "--concurrency" in args else 1
-        for args in lab.node_args.values()
-    )
+    processes = lab.processes
     for rep in range(sizes.reps):
-        for config in rotate([STOCK, BUNDLE, UNHARDENED, STOCK_ONE, BUNDLE_ONE], rep):
+        for config in rotate([STOCK, BUNDLE, UNHARDENED, ONE_NODE, STOCK_ONE, BUNDLE_ONE], rep):
             units = config.start(lab)
             pids = main_pids(units)
             record: dict[str, Any] = {"rep": rep, "config": config.name, "nodes": len(units)}

@@ -9,7 +9,7 @@ from typing import Any
 from bench.stats import Summary, Target, latency_summary, ratio, summarize
 
 THROUGHPUT = ("trivial", "trivial_results", "burn")
-CONFIGS = ("stock", "bundle", "unhardened", "stock-1", "bundle-1")
+CONFIGS = ("stock", "bundle", "unhardened", "one-node", "stock-1", "bundle-1")
 
 
 def _runs(data: dict[str, Any], config: str) -> list[dict[str, Any]]:
@@ -57,8 +57,10 @@ def summarize_run(data: dict[str, Any]) -> dict[str, Any]:
             benchmark.setdefault(test, []).append(rate)
     latency: dict[str, dict[str, dict[str, float]]] = {}
     memory: dict[str, dict[str, float]] = {}
-    for config in ("stock", "bundle", "unhardened"):
+    for config in ("stock", "bundle", "unhardened", "one-node"):
         runs = _runs(data, config)
+        if not runs:
+            continue
         latency[config] = {
             mode: latency_summary([s for r in runs for s in r[f"latency_{mode}"]["samples_ms"]])
             for mode in ("idle", "load")
@@ -93,6 +95,12 @@ def summarize_run(data: dict[str, Any]) -> dict[str, Any]:
         "bundle_vs_raw_trivial": paired_ratio(_rate(data, "bundle", "trivial"), _raw(data, False)),
         "bundle_vs_raw_trivial_results": paired_ratio(
             _rate(data, "bundle", "trivial_results"), _raw(data, True)
+        ),
+        "bundle_vs_one_node_trivial": paired_ratio(
+            _rate(data, "bundle", "trivial"), _rate(data, "one-node", "trivial")
+        ),
+        "bundle_vs_one_node_trivial_results": paired_ratio(
+            _rate(data, "bundle", "trivial_results"), _rate(data, "one-node", "trivial_results")
         ),
         "bundle_cpu_scaling": paired_ratio(
             _rate(data, "bundle", "burn"), _rate(data, "bundle-1", "burn")
@@ -357,6 +365,10 @@ repetition to the next:
   transient units without the sandbox, against the plain Redis (requirepass,
   no ACL, no TLS, no AOF): the difference to **bundle** is the price of
   hardening.
+- **one-node**: the bundle's pool processes as a single node (the role's
+  earlier default, and what `kind: long` deploys), against the hardened Redis,
+  started as a transient unit without the sandbox: **bundle** against it is
+  what the topology of several single-process nodes gains.
 - **stock-1, bundle-1**: one process (stock with `--concurrency 1`, the
   bundle's first node alone) for the CPU-bound task's scaling.
 - **raw**: redis-py consumers doing BRPOP (and SETEX of a result), as many

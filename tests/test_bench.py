@@ -67,7 +67,12 @@ def fake_run() -> dict[str, Any]:
     """Two repetitions where the bundle is exactly twice Stock, and so on."""
     runs: list[dict[str, Any]] = []
     for rep, noise in enumerate((1.0, 1.5)):
-        for config, factor in (("stock", 1.0), ("bundle", 2.0), ("unhardened", 2.1)):
+        for config, factor in (
+            ("stock", 1.0),
+            ("bundle", 2.0),
+            ("unhardened", 2.1),
+            ("one-node", 1.2),
+        ):
             runs.append(
                 {
                     "rep": rep,
