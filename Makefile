@@ -15,7 +15,7 @@ export PY_COLORS := 0
 
 SCENARIOS := $(notdir $(wildcard molecule/*))
 
-.PHONY: lab lab-down test lint test-app test-bundle test-molecule bootstrap lock clean
+.PHONY: lab lab-down test lint test-app test-bundle test-molecule bootstrap lock clean bench bench-tasks bench-deploy bench-down
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -47,6 +47,22 @@ test-molecule:
 	  echo "=== molecule test -s $$s"; \
 	  molecule test -s $$s; \
 	done
+
+# Benchmarks on their own lab (bench/inventory, containers bench-*): BENCHMARKS.md and
+# bench/results.json. bench-deploy times converges from blank hosts first (about 20 min),
+# bench-tasks then runs the task benchmarks on the converged lab (about 12 min).
+BENCH_LAB := LAB_NAME=bench LAB_INVENTORY=bench/inventory LAB_REDIS_PORT=16385 LAB_SMOKE=0
+
+bench: bootstrap bench-deploy bench-tasks
+
+bench-deploy: bootstrap
+	python -m bench.deploy_speed
+
+bench-tasks: bootstrap
+	python -m bench.harness
+
+bench-down:
+	$(BENCH_LAB) scripts/lab.sh down
 
 # Regenerate the locks after editing requirements/controller.in or app/pyproject.toml.
 lock: bootstrap

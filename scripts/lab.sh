@@ -9,6 +9,7 @@
 #   LAB_INVENTORY   inventory whose hosts become containers (default: inventories/lab)
 #   LAB_REDIS_PORT  loopback port published to the first redis host's 6379 (default: 16379)
 #   LAB_SMOKE       0 skips the smoke tasks after the deploy
+#   LAB_DEPLOY      0 only creates the blank hosts (bench/deploy_speed.py times the deploy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,6 +50,7 @@ up() {
     done
   done
 
+  [[ ${LAB_DEPLOY:-1} == 0 ]] && return
   .venv/bin/ansible-playbook deploy.yml -i "$inventory"
 
   mkdir -p "$state"

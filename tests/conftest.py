@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ROLES = sorted(p for p in (REPO / "roles").iterdir() if (p / "meta/argument_specs.yml").exists())
+
+# The benchmark harness (bench/) is imported as a package from the repository root.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))

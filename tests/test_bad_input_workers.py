@@ -30,6 +30,26 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["celery_worker_instances entry cpu", "concurrency must be at least 1"],
     ),
     (
+        "zero nodes",
+        {"celery_worker_nodes": 0},
+        ["celery_worker_nodes must be at least 1", "unset"],
+    ),
+    (
+        "zero instance nodes",
+        {"celery_worker_instances": [{"name": "cpu", "nodes": 0}]},
+        ["celery_worker_instances entry cpu", "nodes must be at least 1"],
+    ),
+    (
+        "node names collide",
+        {"celery_worker_instances": [{"name": "a", "nodes": 2}, {"name": "a-2"}]},
+        ["two worker nodes share a name", "NAME-N"],
+    ),
+    (
+        "unknown instance kind",
+        {"celery_worker_instances": [{"name": "cpu", "kind": "medium"}]},
+        ["kind", "short", "long"],
+    ),
+    (
         "zero io multiplier",
         {"celery_worker_io_concurrency_multiplier": 0},
         ["celery_worker_io_concurrency_multiplier", "at least 1"],

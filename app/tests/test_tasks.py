@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from taskapp.app import app
-from taskapp.tasks import executions_key, ping, process_data, record, sleep
+from taskapp.tasks import burn, executions_key, ping, process_data, record, sleep
 
 
 def test_ping_answers_pong() -> None:
@@ -125,3 +125,18 @@ def test_record_appends_one_entry_per_execution(monkeypatch: pytest.MonkeyPatch)
 def test_executions_key_is_under_the_key_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(app.conf, "result_backend_transport_options", {"global_keyprefix": "app:"})
     assert executions_key("beat") == "app:taskapp-executions:beat"
+
+
+def test_burn_chains_sha256_rounds() -> None:
+    expected = b"taskapp"
+    for _ in range(3):
+        expected = hashlib.sha256(expected).digest()
+    assert burn(3) == expected.hex()
+    assert burn(0) == b"taskapp".hex()
+    assert burn.apply(args=(3,)).get() == expected.hex()
+
+
+@pytest.mark.parametrize("rounds", [-1, 10_000_001, 1.5, "9", True])
+def test_burn_rejects_bad_rounds(rounds: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="rounds must be"):
+        burn(rounds)

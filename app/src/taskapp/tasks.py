@@ -48,6 +48,27 @@ def process_data(data: list[float]) -> dict[str, object]:
     }
 
 
+# About 5 ms of one core on the 2-core machine the benchmarks ran on (sha256 is ~0.55 us a round).
+BURN_DEFAULT_ROUNDS = 9000
+BURN_MAX_ROUNDS = 10_000_000
+
+
+@app.task(name="taskapp.burn")
+def burn(rounds: int = BURN_DEFAULT_ROUNDS) -> str:
+    """Chain sha256 rounds times: a fixed amount of CPU work, not of time (benchmarks).
+
+    A loop that ran for a fixed time would finish as fast on one busy core as on ten.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int):
+        raise TypeError(f"rounds must be an integer, got {type(rounds).__name__}")
+    if not 0 <= rounds <= BURN_MAX_ROUNDS:
+        raise ValueError(f"rounds must be between 0 and {BURN_MAX_ROUNDS}, got {rounds}")
+    digest = b"taskapp"
+    for _ in range(rounds):
+        digest = hashlib.sha256(digest).digest()
+    return digest.hex()
+
+
 # A sleep longer than any sane time limit is a mistake in the caller, not a long task.
 MAX_SLEEP_SECONDS = 3600
 EXECUTIONS_KEY = "taskapp-executions:"

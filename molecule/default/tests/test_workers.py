@@ -38,16 +38,24 @@ def test_stop_waits_for_running_tasks(host: testinfra.host.Host) -> None:
     assert "TimeoutStopUSec=6min 10s" in props
 
 
-def test_pool_size_matches_inventory(host: testinfra.host.Host) -> None:
+def test_topology_matches_inventory(host: testinfra.host.Host) -> None:
     hostname = host.check_output("hostname")
-    # host_vars/mol-default-worker2.yml sets 1; worker1 takes one process per vCPU.
-    expected = 1 if hostname == "mol-default-worker2" else int(host.check_output("nproc"))
+    vcpus = int(host.check_output("nproc"))
+    # worker1 is left to the role: a `short` instance runs one single-process node per vCPU.
+    # host_vars/mol-default-worker2.yml sets concurrency 1, which keeps one node of one process.
+    nodes = 1 if hostname == "mol-default-worker2" else vcpus
+    names = ["default"] + [f"default-{n}" for n in range(2, nodes + 1)]
+    units = host.check_output("systemctl list-units --plain --no-legend 'celery-worker@*'")
+    running = sorted(line.split()[0] for line in units.splitlines() if " running " in line)
+    assert running == sorted(f"celery-worker@{name}.service" for name in names)
     out = host.check_output(
         f"{CELERY} --app taskapp.app:app inspect stats --json --timeout 10 "
-        f"--destination default@{hostname}"
+        f"--destination {','.join(f'{name}@{hostname}' for name in names)}"
     )
-    stats = json.loads(out)[f"default@{hostname}"]
-    assert stats["pool"]["max-concurrency"] == expected
+    stats = json.loads(out)
+    assert sorted(stats) == sorted(f"{name}@{hostname}" for name in names)
+    for node in stats.values():
+        assert node["pool"]["max-concurrency"] == 1
 
 
 def test_unit_is_sandboxed(host: testinfra.host.Host) -> None:

@@ -1,0 +1,412 @@
+"""Turns the harness's raw runs into summaries, target verdicts and BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+from bench.stats import Summary, Target, latency_summary, ratio, summarize
+
+THROUGHPUT = ("trivial", "trivial_results", "burn")
+CONFIGS = ("stock", "bundle", "unhardened", "one-node", "stock-1", "bundle-1")
+
+
+def _runs(data: dict[str, Any], config: str) -> list[dict[str, Any]]:
+    return [r for r in data["runs"] if r["config"] == config]
+
+
+def _rate(data: dict[str, Any], config: str, workload: str) -> dict[int, float]:
+    return {r["rep"]: r[workload]["tasks_per_s"] for r in _runs(data, config) if workload in r}
+
+
+def _raw(data: dict[str, Any], results: bool) -> dict[int, float]:
+    return {
+        r["rep"]: r["raw"]["tasks_per_s"] for r in _runs(data, "raw") if r["results"] is results
+    }
+
+
+def paired_ratio(top: dict[int, float], bottom: dict[int, float]) -> Summary:
+    """Median and spread of the per-repetition ratios (both measured in the same repetition)."""
+    reps = sorted(set(top) & set(bottom))
+    if not reps:
+        raise ValueError("no repetition measured both sides")
+    return summarize([ratio(top[r], bottom[r]) for r in reps])
+
+
+def _mib(values: Iterable[int]) -> float:
+    return round(statistics.median(values) / 1024, 1)
+
+
+def summarize_run(data: dict[str, Any]) -> dict[str, Any]:
+    throughput = {
+        config: {
+            w: summarize(list(v.values())).as_dict()
+            for w in THROUGHPUT
+            if (v := _rate(data, config, w))
+        }
+        for config in CONFIGS
+    }
+    raw = {
+        "brpop": summarize(list(_raw(data, False).values())).as_dict(),
+        "brpop_setex": summarize(list(_raw(data, True).values())).as_dict(),
+    }
+    benchmark: dict[str, list[float]] = {}
+    for r in _runs(data, "redis-benchmark"):
+        for test, rate in r["rates"].items():
+            benchmark.setdefault(test, []).append(rate)
+    latency: dict[str, dict[str, dict[str, float]]] = {}
+    memory: dict[str, dict[str, float]] = {}
+    for config in ("stock", "bundle", "unhardened", "one-node"):
+        runs = _runs(data, config)
+        if not runs:
+            continue
+        latency[config] = {
+            mode: latency_summary([s for r in runs for s in r[f"latency_{mode}"]["samples_ms"]])
+            for mode in ("idle", "load")
+        }
+        idle = [v for r in runs for v in r["trivial_results"]["rss_idle_kib"].values()]
+        idle += [v for r in runs for v in r["trivial"]["rss_idle_kib"].values()]
+        load = [v for r in runs for v in r["trivial"]["rss_load_kib"].values()]
+        if idle and load:
+            memory[config] = {
+                "nodes": runs[0]["nodes"],
+                "idle_mib": _mib(idle),
+                "load_mib": _mib(load),
+            }
+    queued = {
+        config: round(m["used_memory_delta"] * 10000 / m["queued"])
+        for config, m in data["queued_memory"].items()
+        if m["queued"]
+    }
+    ratios = {
+        "bundle_vs_stock_trivial": paired_ratio(
+            _rate(data, "bundle", "trivial"), _rate(data, "stock", "trivial")
+        ),
+        "bundle_vs_stock_trivial_results": paired_ratio(
+            _rate(data, "bundle", "trivial_results"), _rate(data, "stock", "trivial_results")
+        ),
+        "bundle_vs_unhardened_trivial": paired_ratio(
+            _rate(data, "bundle", "trivial"), _rate(data, "unhardened", "trivial")
+        ),
+        "bundle_vs_unhardened_trivial_results": paired_ratio(
+            _rate(data, "bundle", "trivial_results"), _rate(data, "unhardened", "trivial_results")
+        ),
+        "bundle_vs_raw_trivial": paired_ratio(_rate(data, "bundle", "trivial"), _raw(data, False)),
+        "bundle_vs_raw_trivial_results": paired_ratio(
+            _rate(data, "bundle", "trivial_results"), _raw(data, True)
+        ),
+        "bundle_vs_one_node_trivial": paired_ratio(
+            _rate(data, "bundle", "trivial"), _rate(data, "one-node", "trivial")
+        ),
+        "bundle_vs_one_node_trivial_results": paired_ratio(
+            _rate(data, "bundle", "trivial_results"), _rate(data, "one-node", "trivial_results")
+        ),
+        "bundle_cpu_scaling": paired_ratio(
+            _rate(data, "bundle", "burn"), _rate(data, "bundle-1", "burn")
+        ),
+        "stock_cpu_scaling": paired_ratio(
+            _rate(data, "stock", "burn"), _rate(data, "stock-1", "burn")
+        ),
+    }
+    summary: dict[str, Any] = {
+        "throughput": throughput,
+        "raw": raw,
+        "redis_benchmark": {t: summarize(v).as_dict() for t, v in benchmark.items()},
+        "latency_ms": latency,
+        "rss_per_node": memory,
+        "used_memory_per_10k_queued": queued,
+        "ratios": {k: v.as_dict() for k, v in ratios.items()},
+    }
+    summary["targets"] = [t.as_dict() for t in targets(summary, data.get("deploy"))]
+    return summary
+
+
+def targets(summary: dict[str, Any], deploy: dict[str, Any] | None) -> list[Target]:
+    r = summary["ratios"]
+    lat = summary["latency_ms"]
+    out = [
+        Target(
+            "Bundle defaults / Stock, trivial tasks with results",
+            r["bundle_vs_stock_trivial_results"]["median"],
+            2.0,
+            True,
+            "x",
+        ),
+        Target(
+            "Bundle defaults / Stock, trivial tasks without results",
+            r["bundle_vs_stock_trivial"]["median"],
+            2.0,
+            True,
+            "x",
+        ),
+        Target(
+            "Hardening cost (1 - Bundle / unhardened), with results",
+            1 - r["bundle_vs_unhardened_trivial_results"]["median"],
+            0.10,
+            False,
+        ),
+        Target(
+            "Hardening cost (1 - Bundle / unhardened), without results",
+            1 - r["bundle_vs_unhardened_trivial"]["median"],
+            0.10,
+            False,
+        ),
+        Target(
+            "Bundle / raw ceiling (BRPOP+SETEX), with results",
+            r["bundle_vs_raw_trivial_results"]["median"],
+            0.35,
+            True,
+        ),
+        Target(
+            "Bundle / raw ceiling (BRPOP), without results",
+            r["bundle_vs_raw_trivial"]["median"],
+            0.35,
+            True,
+        ),
+        Target("Latency at idle, p50", lat["bundle"]["idle"]["p50"], 1.5, False, " ms"),
+        Target("Latency at idle, p99", lat["bundle"]["idle"]["p99"], 3.0, False, " ms"),
+        Target(
+            "Latency at idle, p99 vs Stock's p99",
+            lat["bundle"]["idle"]["p99"],
+            lat["stock"]["idle"]["p99"],
+            False,
+            " ms",
+        ),
+        Target(
+            "CPU-bound task, vCPUs processes / 1 process",
+            r["bundle_cpu_scaling"]["median"],
+            1.8,
+            True,
+            "x",
+        ),
+    ]
+    if deploy and "ratios" in deploy:
+        ratios = deploy["ratios"]
+        out.append(
+            Target(
+                "Idempotent re-run, bundle ansible.cfg / Ansible defaults",
+                ratios["rerun_bundle_vs_defaults"],
+                0.4,
+                False,
+                "x",
+            )
+        )
+        out.append(
+            Target(
+                "Idempotent re-run, bundle ansible.cfg + mitogen (opt-in) / Ansible defaults",
+                ratios["rerun_mitogen_vs_defaults"],
+                0.4,
+                False,
+                "x",
+            )
+        )
+    return out
+
+
+def targets_text(summary: dict[str, Any]) -> str:
+    lines = []
+    for t in summary["targets"]:
+        target = Target(t["name"], t["value"], t["bound"], t["at_least"], t["unit"])
+        lines.append(f"- {t['name']}: {target.describe()}")
+    return "\n".join(lines)
+
+
+def _s(d: dict[str, float], digits: int = 0) -> str:
+    fmt = f"{{:,.{digits}f}}"
+    return f"{fmt.format(d['median'])} ({fmt.format(d['min'])}-{fmt.format(d['max'])})"
+
+
+def markdown(data: dict[str, Any]) -> str:
+    s = data["summary"]
+    m = data["machine"]
+    la = data["load_average"]
+    v = ", ".join(f"{k} {x}" for k, x in m["versions"].items())
+    nodes = "; ".join(f"`{n}`: `{' '.join(a)}`" for n, a in m["bundle_nodes"].items())
+    out = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (bench/harness.py) from `bench/results.json`; "
+        "do not edit by hand.",
+        "",
+        f"- Date: {data['date']} (run took {data['duration_s']:.0f} s)",
+        f"- Machine: {m['cpu']}, {m['vcpus']} vCPUs, {m['memory_gib']} GiB. **Shared** with other "
+        f"agents' work while it ran: load average {la['before'][0]:.2f} before, "
+        f"{la['after'][0]:.2f} after (1 min). Absolute figures are therefore low and noisy; "
+        "the configurations alternate within every repetition, so the ratios compare "
+        "like with like.",
+        f"- Versions: {v}.",
+        f"- Repetitions: {data['sizes']['reps']}; per repetition "
+        f"{data['sizes']['trivial']:,} trivial "
+        f"tasks per throughput run, {data['sizes']['burn']} CPU tasks, {data['sizes']['latency']} "
+        f"round trips per latency run, raw queue {data['sizes']['raw']:,} messages.",
+        f"- Bundle worker nodes on the worker host: {nodes}.",
+        "",
+        "## Targets (issue 6)",
+        "",
+        "| target | measured | bound | verdict |",
+        "| --- | --- | --- | --- |",
+    ]
+    for t in s["targets"]:
+        sign = ">=" if t["at_least"] else "<="
+        verdict = "met" if t["met"] else f"**not met**, off by {t['shortfall']:.0%}"
+        measured = f"{t['value']:.3g}{t['unit']}"
+        bound = f"{sign} {t['bound']:.3g}{t['unit']}"
+        out.append(f"| {t['name']} | {measured} | {bound} | {verdict} |")
+    out += [
+        "",
+        "## Throughput (tasks/s, median of repetitions, min-max in brackets)",
+        "",
+        "| configuration | trivial, no results | trivial, results | ~5 ms CPU task |",
+        "| --- | --- | --- | --- |",
+    ]
+    for config, w in s["throughput"].items():
+        cells = [_s(w[k]) if k in w else "-" for k in THROUGHPUT]
+        out.append(f"| {config} | {' | '.join(cells)} |")
+    raw = s["raw"]
+    out += [
+        f"| raw redis-py, {data['consumer_processes']} processes | {_s(raw['brpop'])} | "
+        f"{_s(raw['brpop_setex'])} | - |",
+        "",
+        "Ratios, each the median of per-repetition ratios (min-max):",
+        "",
+    ]
+    for name, r in s["ratios"].items():
+        out.append(f"- {name}: {_s(r, 2)}")
+    out += [
+        "",
+        "`redis-benchmark` on the plain Redis (requests/s): "
+        + ", ".join(f"{t} {_s(x)}" for t, x in s["redis_benchmark"].items()),
+        "",
+        "## Latency of `ping.delay().get()` (ms, all repetitions pooled)",
+        "",
+        "Under load: while another process on the worker host sends "
+        f"{data['sizes']['load_rate']:g} trivial tasks/s.",
+        "",
+        "| configuration | idle p50 | idle p99 | idle max | load p50 | load p99 | load max |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for config, lat in s["latency_ms"].items():
+        i, ld = lat["idle"], lat["load"]
+        out.append(
+            f"| {config} | {i['p50']:.2f} | {i['p99']:.2f} | {i['max']:.1f} | "
+            f"{ld['p50']:.2f} | {ld['p99']:.2f} | {ld['max']:.1f} |"
+        )
+    out += [
+        "",
+        "## Memory",
+        "",
+        "| configuration | worker nodes | RSS per node, idle (MiB) | peak under load (MiB) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for config, mem in s["rss_per_node"].items():
+        out.append(f"| {config} | {mem['nodes']} | {mem['idle_mib']} | {mem['load_mib']} |")
+    out.append("")
+    out.append(
+        "Redis `used_memory` per 10,000 queued trivial tasks: "
+        + ", ".join(f"{c} {b / 2**20:.1f} MiB" for c, b in s["used_memory_per_10k_queued"].items())
+        + "."
+    )
+    deploy = data.get("deploy")
+    if deploy:
+        out += [
+            "",
+            "## Deploy speed (seconds)",
+            "",
+            "| settings | full converge from blank hosts | converge timed at | idempotent re-run |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, d in deploy["settings"].items():
+            reruns = d.get("rerun", [])
+            rerun = (
+                f"{statistics.median(reruns):.0f} ({min(reruns):.0f}-{max(reruns):.0f})"
+                if reruns
+                else "-"
+            )
+            converge = f"{d['converge']:.0f}" if d.get("converge") else "-"
+            out.append(f"| {name} | {converge} | {d.get('converge_date', '-')} | {rerun} |")
+        out += ["", DEPLOY_NOTE]
+    out += ["", METHOD]
+    return "\n".join(out).rstrip() + "\n"
+
+
+DEPLOY_NOTE = """Timed by `make bench-deploy` (bench/deploy_speed.py) on the bench lab, whose hosts
+Ansible reaches through podman. Full converge: one run per setting from fresh
+containers (apt installs on the hosts dominate it), not alternated, so the
+machine's load at that moment weighs on it. Idempotent re-runs: median (min-max)
+of runs alternating between the settings; their `changed` counts are in
+`bench/deploy-results.json` (0: idempotent). The bundle's `ansible.cfg` speed
+settings (pipelining, SSH ControlPersist) do nothing for the podman connection,
+which costs about 0.4 s per module call: most of a re-run is that overhead
+times the tasks, and only mitogen, which keeps one interpreter per host, removes
+it. mitogen needs the hosts' connection named `podman`
+(`bench/mitogen-connection.yml`), so it stays opt-in (README, Benchmarks) until
+every Molecule scenario runs with it."""
+
+
+METHOD = """## Method
+
+Everything runs on the bench lab (`bench/inventory`: one Redis host, one worker
+host, podman containers on this machine, deployed by `deploy.yml`). Each
+repetition runs every configuration once, in an order rotated from one
+repetition to the next:
+
+- **stock**: Celery as its documentation runs it (`bench/stock_app.py`,
+  `celery -A stock_app worker --loglevel=INFO`): one node, prefork with one
+  process per vCPU, stock settings (prefetch 4, early acknowledgement),
+  results on, against a plain Redis (requirepass, no persistence) started by
+  the harness on the Redis host (port 6380).
+- **bundle** (Bundle defaults): the `celery-worker@` units that `deploy.yml`
+  installed with `bench/inventory`, which turns on the two security switches
+  the README describes: ACL users, TLS only (mutual), plus the defaults AOF
+  and the systemd sandbox. Its topology is the role's default for a `short`
+  instance (one node of one process per vCPU).
+- **unhardened**: the same worker nodes with the same arguments, started as
+  transient units without the sandbox, against the plain Redis (requirepass,
+  no ACL, no TLS, no AOF): the difference to **bundle** is the price of
+  hardening.
+- **one-node**: the bundle's pool processes as a single node (the role's
+  earlier default, and what `kind: long` deploys), against the hardened Redis,
+  started as a transient unit without the sandbox: **bundle** against it is
+  what the topology of several single-process nodes gains.
+- **stock-1, bundle-1**: one process (stock with `--concurrency 1`, the
+  bundle's first node alone) for the CPU-bound task's scaling.
+- **raw**: redis-py consumers doing BRPOP (and SETEX of a result), as many
+  processes as the bundle's pool processes, on the plain Redis; and
+  `redis-benchmark` against it.
+
+Throughput: the workers stop consuming (`cancel_consumer`), N tasks are
+published, and the clock runs from `add_consumer` until the queue and kombu's
+unacknowledged set are empty (with results, every result is then checked to
+exist). The producer's speed never enters. Latency: sequential
+`ping.delay().get()` from the worker host. Memory: RSS of each node's main
+process and its pool children, at idle and the peak sampled during a run;
+Redis `used_memory` before and after queueing tasks nobody consumes. The load
+generator, Redis and the workers share the machine's cores, as they would on
+one small host.
+
+What bounds the figures, and so the targets this run did not meet:
+
+- **The machine.** Redis, the workers, the load generator and, during this
+  run, other agents' jobs (see the load average above) share 2 cores. A
+  second worker node or pool process only gains what CPU is left free; with
+  the cores already busy it competes instead, which is why the CPU-bound
+  scaling and the bundle's extra node gain little or nothing here. The
+  issue's reference figures (1.1-1.2k tasks/s per node, 2.5k/s for two
+  nodes, p50 2.0 ms) were measured on an idle machine; these were not.
+- **Per-task work of the bundle's safety settings.** Late acknowledgement and
+  prefetch 1 cost a broker round trip per task that stock's early ack and
+  prefetch 4 batch; `task_track_started` writes a STARTED state before each
+  result; TLS encrypts every round trip; the ACL user runs through key
+  prefixes. None of these can go without giving up what README "What the
+  defaults protect against" promises; their price is the bundle/unhardened
+  and bundle/stock ratios.
+- **Celery against the raw queue.** A Celery task costs about 17 Redis
+  commands in 7 round trips with results on (11 in 4 without), plus kombu's
+  and Celery's Python work per message; the raw queue costs 1 or 2 commands.
+  The 35% target assumes an idle machine where Celery's per-message CPU is
+  the only cost; here the raw consumers also win the contended cores far
+  more cheaply.
+- **Latency** at p99 and max is scheduling delay on busy cores as much as
+  anything the configurations do; p50 is the steadier figure.
+"""

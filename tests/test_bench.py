@@ -1,0 +1,264 @@
+"""`make bench` cannot rot: its statistics, its report, and a short run of its load client.
+
+No timing is asserted: the client runs against a Redis and a worker started
+here on loopback, and must only complete and report what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO
+
+from bench import report
+from bench.stats import Target, percentile, summarize
+
+PYTHON = sys.executable
+PASSWORD = "bench-test-only-throwaway"
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+    assert percentile(list(map(float, range(101))), 99) == 99.0
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match=r"within 0\.\.100"):
+        percentile([1.0], 101)
+
+
+def test_summary_reports_median_and_spread() -> None:
+    s = summarize([10.0, 30.0, 20.0])
+    assert (s.median, s.low, s.high, s.runs) == (20.0, 10.0, 30.0, 3)
+    assert s.spread == 1.0
+
+
+@pytest.mark.parametrize(
+    ("value", "bound", "at_least", "met", "shortfall"),
+    [(2.2, 2.0, True, True, 0.0), (1.5, 2.0, True, False, 0.25), (3.3, 3.0, False, False, 0.1)],
+)
+def test_target_says_met_or_by_how_much(
+    value: float, bound: float, at_least: bool, met: bool, shortfall: float
+) -> None:
+    target = Target("t", value, bound, at_least)
+    assert target.met is met
+    assert target.shortfall == pytest.approx(shortfall)
+    assert ("NOT met" in target.describe()) is not met
+
+
+def _drain(rate: float) -> dict[str, Any]:
+    return {"tasks_per_s": rate, "rss_idle_kib": {"1": 1024}, "rss_load_kib": {"1": 2048}}
+
+
+def _latency(ms: float) -> dict[str, Any]:
+    return {"samples_ms": [ms, ms * 2]}
+
+
+def fake_run() -> dict[str, Any]:
+    """Two repetitions where the bundle is exactly twice Stock, and so on."""
+    runs: list[dict[str, Any]] = []
+    for rep, noise in enumerate((1.0, 1.5)):
+        for config, factor in (
+            ("stock", 1.0),
+            ("bundle", 2.0),
+            ("unhardened", 2.1),
+            ("one-node", 1.2),
+        ):
+            runs.append(
+                {
+                    "rep": rep,
+                    "config": config,
+                    "nodes": 1,
+                    "burn": _drain(100 * factor * noise),
+                    "trivial": _drain(1000 * factor * noise),
+                    "trivial_results": _drain(500 * factor * noise),
+                    "latency_idle": _latency(1.0 * factor),
+                    "latency_load": _latency(3.0),
+                }
+            )
+        for config in ("stock-1", "bundle-1"):
+            runs.append({"rep": rep, "config": config, "nodes": 1, "burn": _drain(50 * noise)})
+        for results, rate in ((False, 5000.0), (True, 4000.0)):
+            runs.append(
+                {
+                    "rep": rep,
+                    "config": "raw",
+                    "results": results,
+                    "raw": {"tasks_per_s": rate * noise},
+                }
+            )
+        runs.append({"rep": rep, "config": "redis-benchmark", "rates": {"PING_INLINE": 50000.0}})
+    return {
+        "runs": runs,
+        "queued_memory": {"bundle": {"queued": 500, "used_memory_delta": 500_000}},
+        "consumer_processes": 2,
+        "date": "2026-11-24T00:00:00+00:00",
+        "duration_s": 1.0,
+        "load_average": {"before": [1.0, 1.0, 1.0], "after": [2.0, 2.0, 2.0]},
+        "sizes": {"reps": 2, "trivial": 1, "burn": 1, "latency": 1, "raw": 1, "load_rate": 1.0},
+        "machine": {
+            "cpu": "test",
+            "vcpus": 2,
+            "memory_gib": 1,
+            "versions": {"celery": "x"},
+            "bundle_nodes": {"default": ["--pool", "prefork"]},
+        },
+    }
+
+
+def test_report_pairs_ratios_within_each_repetition() -> None:
+    data = fake_run()
+    summary = report.summarize_run(data)
+    ratios = summary["ratios"]
+    # The machine got 1.5x faster in repetition 2; ratios within a repetition do not move.
+    assert ratios["bundle_vs_stock_trivial"] == pytest.approx(
+        {"median": 2.0, "min": 2.0, "max": 2.0, "runs": 2, "spread": 0.0}
+    )
+    assert ratios["bundle_cpu_scaling"]["median"] == pytest.approx(4.0)
+    assert summary["used_memory_per_10k_queued"] == {"bundle": 10_000_000}
+    verdicts = {t["name"]: t["met"] for t in summary["targets"]}
+    assert verdicts["Bundle defaults / Stock, trivial tasks with results"] is True
+    assert verdicts["Latency at idle, p99 vs Stock's p99"] is False  # 3.98 ms vs 1.99 ms
+    data["summary"] = summary
+    text = report.markdown(data)
+    assert "| Latency at idle, p99 vs Stock's p99 |" in text
+    assert "**not met**" in text
+    assert "load average 1.00 before, 2.00 after" in text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def stock_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server and a stock Celery worker (bench/stock_app.py) on loopback."""
+    port = _free_port()
+    tmp = tmp_path_factory.mktemp("bench")
+    redis_proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            PASSWORD,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://:{PASSWORD}@127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "bench"), "BENCH_STOCK_URL": url}
+    worker = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "stock_app",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+        ],
+        env=env,
+        cwd=tmp,
+    )
+    try:
+        client(url, "ready", "--expect", "1", "--timeout", "30")
+        yield url
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        redis_proc.terminate()
+        redis_proc.wait(timeout=30)
+
+
+def client(url: str, *argv: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [PYTHON, str(REPO / "bench/client.py"), "--stock-url", url, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_client_drains_a_queue_with_results(stock_worker: str) -> None:
+    result = client(stock_worker, "drain", "--n", "50", "--results", "--pids", str(os.getpid()))
+    assert result["n"] == 50
+    assert result["results_stored"] == 50
+    assert result["tasks_per_s"] > 0
+    assert result["rss_idle_kib"][str(os.getpid())] > 0
+
+
+def test_client_measures_latency_under_load(stock_worker: str) -> None:
+    started = time.monotonic()
+    result = client(stock_worker, "latency", "--n", "5", "--load-rate", "20")
+    assert len(result["samples_ms"]) == 5
+    assert all(ms > 0 for ms in result["samples_ms"])
+    assert time.monotonic() - started < 60
+
+
+def test_raw_queue_consumes_every_message(stock_worker: str) -> None:
+    result = client(
+        stock_worker,
+        "raw",
+        "--raw-url",
+        stock_worker,
+        "--n",
+        "300",
+        "--processes",
+        "2",
+        "--results",
+    )
+    assert result["n"] == 300
+    assert result["tasks_per_s"] > 0
+
+
+def test_unhardened_config_points_the_app_at_another_redis(tmp_path: Path) -> None:
+    src = tmp_path / "config.toml"
+    src.write_text(
+        '[redis]\nhost = "r1"\nport = 6379\nusername = "celery"\npassword = "x"\n\n'
+        '[redis.tls]\nenabled = true\nca_file = "/ca"\ncert_file = "/c"\nkey_file = "/k"\n\n'
+        "[celery]\ntask_time_limit = 330\n"
+    )
+    dst = tmp_path / "plain.toml"
+    client(
+        "redis://unused",
+        "plain-config",
+        "--src",
+        str(src),
+        "--dst",
+        str(dst),
+        "--host",
+        "r1",
+        "--port",
+        "6380",
+        "--password",
+        "p",
+    )
+    assert dst.read_text() == (
+        '[redis]\nhost = "r1"\nport = 6380\npassword = "p"\n\n[celery]\ntask_time_limit = 330\n'
+    )
