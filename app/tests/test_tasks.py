@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from taskapp.app import app
-from taskapp.tasks import executions_key, ping, process_data, record, sleep
+from taskapp.tasks import executions_key, ping, process_data, record, record_work, sleep
 
 
 def test_ping_answers_pong() -> None:
@@ -68,6 +68,7 @@ def test_worker_registers_every_task_by_its_explicit_name() -> None:
         "taskapp.fetch_url",
         "taskapp.sleep",
         "taskapp.record",
+        "taskapp.record_work",
     } <= set(app.tasks)
 
 
@@ -125,3 +126,49 @@ def test_record_appends_one_entry_per_execution(monkeypatch: pytest.MonkeyPatch)
 def test_executions_key_is_under_the_key_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(app.conf, "result_backend_transport_options", {"global_keyprefix": "app:"})
     assert executions_key("beat") == "app:taskapp-executions:beat"
+
+
+def test_record_work_records_a_start_and_a_done_per_execution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _FakeRedis()
+    monkeypatch.setattr(type(app.backend), "client", fake, raising=False)
+    record_work.apply(args=("k1", 0.01, "unit-work")).get()
+    record_work.apply(args=("k1", 0, "unit-work")).get()
+    entries = [json.loads(e) for e in fake.lists[executions_key("unit-work")]]
+    assert [(e["key"], e["phase"]) for e in entries] == [("k1", "start"), ("k1", "done")] * 2
+    first, second = entries[0:2], entries[2:4]
+    # Each execution pairs its start with its done, and differs from the other execution.
+    assert first[0]["execution"] == first[1]["execution"] != second[0]["execution"]
+    assert first[1]["at"] - first[0]["at"] >= 0.01
+    assert first[0]["pid"] == os.getpid()
+    assert fake.ttl[executions_key("unit-work")] == app.conf.result_expires
+
+
+def test_record_work_killed_midway_leaves_a_start_without_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _FakeRedis()
+    monkeypatch.setattr(type(app.backend), "client", fake, raising=False)
+
+    def killed(seconds: float) -> None:
+        raise KeyboardInterrupt  # stands in for the SIGKILL that ends the process mid-sleep
+
+    monkeypatch.setattr("taskapp.tasks.time.sleep", killed)
+    with pytest.raises(KeyboardInterrupt):
+        record_work.run("k2", 5, "unit-killed")
+    entries = [json.loads(e) for e in fake.lists[executions_key("unit-killed")]]
+    assert [e["phase"] for e in entries] == ["start"]
+
+
+@pytest.mark.parametrize(
+    ("key", "seconds"), [("", 0), (5, 0), ("x" * 201, 0), ("k", -1), ("k", "1"), ("k", True)]
+)
+def test_record_work_refuses_bad_input_before_recording(
+    monkeypatch: pytest.MonkeyPatch, key: object, seconds: object
+) -> None:
+    fake = _FakeRedis()
+    monkeypatch.setattr(type(app.backend), "client", fake, raising=False)
+    with pytest.raises((TypeError, ValueError), match=r"key must be|seconds must be"):
+        record_work.run(key, seconds, "unit-bad")
+    assert fake.lists == {}
