@@ -245,7 +245,12 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_soft_time_limit": celery.task_soft_time_limit,
         "task_time_limit": celery.task_time_limit,
         "worker_soft_shutdown_timeout": celery.worker_soft_shutdown_timeout,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Off on purpose. On a connection loss Celery 5.7 cancels running acks_late tasks and
+        # records each as "retry" in the result backend; when that write fails too (Redis is the
+        # backend, and it is the Redis that went away), the task is then handled as revoked and
+        # its message acknowledged: lost (RELIABILITY.md, Redis restart). Left running, a task
+        # completes and at worst runs once more, which at-least-once delivery allows.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "result_expires": celery.result_expires,
         # Stores the worker's name with each result, so a client can tell who ran a task.
         "result_extended": True,
