@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskapp.app import app
 from taskapp.tasks import executions_key, ping, process_data, record, record_work, sleep
@@ -172,3 +173,35 @@ def test_record_work_refuses_bad_input_before_recording(
     with pytest.raises((TypeError, ValueError), match=r"key must be|seconds must be"):
         record_work.run(key, seconds, "unit-bad")
     assert fake.lists == {}
+
+
+class _FlakyRedis(_FakeRedis):
+    """Refuses the first `failures` writes, as Redis does while it restarts."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def rpush(self, key: str, value: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RedisConnectionError("Connection reset by peer")
+        super().rpush(key, value)
+
+
+def test_record_work_rides_out_a_redis_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    flaky = _FlakyRedis(failures=3)
+    monkeypatch.setattr(type(app.backend), "client", flaky, raising=False)
+    monkeypatch.setattr("taskapp.tasks.time.sleep", lambda seconds: None)
+    record_work.run("k3", 0, "unit-restart")
+    phases = [json.loads(e)["phase"] for e in flaky.lists[executions_key("unit-restart")]]
+    assert phases == ["start", "done"]
+
+
+def test_record_work_fails_when_redis_stays_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    flaky = _FlakyRedis(failures=10**6)
+    monkeypatch.setattr(type(app.backend), "client", flaky, raising=False)
+    monkeypatch.setattr("taskapp.tasks.WRITE_RETRY_SECONDS", 0.3)
+    with pytest.raises(RedisConnectionError):
+        record_work.run("k4", 0, "unit-gone")
+    assert flaky.lists == {}

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener
 
 from celery import Task
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskapp.app import app
 
@@ -118,11 +120,29 @@ def record_work(
     return done
 
 
+# How long a task keeps trying to write its record while Redis is unreachable (a restart takes a
+# second or two). Giving up at once fails the task, and Celery acknowledges a failed task: lost.
+WRITE_RETRY_SECONDS = 15.0
+_REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+
+
 def _append(label: str, entry: dict[str, object]) -> None:
     client = app.backend.client  # type: ignore[attr-defined]  # RedisBackend, not in the stubs
     key = executions_key(label)
-    client.rpush(key, json.dumps(entry))
-    client.expire(key, app.conf.result_expires)
+    deadline = time.monotonic() + WRITE_RETRY_SECONDS
+    delay = 0.1
+    while True:
+        try:
+            # A reply lost after RPUSH applied repeats the entry: readers count distinct
+            # executions (each entry carries its execution's id), so a repeat is harmless.
+            client.rpush(key, json.dumps(entry))
+            client.expire(key, app.conf.result_expires)
+            return
+        except _REDIS_UNREACHABLE:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def check_scheme(url: str) -> None:
