@@ -69,7 +69,8 @@ class Tally:
 
 def tally(accepted: Collection[str], entries: Sequence[Entry]) -> Tally:
     accepted = set(accepted)
-    done = Counter(e.key for e in entries if e.phase == "done")
+    # Distinct executions: a record written twice (a retried write) is still one execution.
+    done = Counter(key for key, _ in {(e.key, e.execution) for e in entries if e.phase == "done"})
     finished = {e.execution for e in entries if e.phase == "done"}
     started = {e.execution for e in entries if e.phase == "start"}
     executed = {k for k in accepted if done[k] > 0}

@@ -138,3 +138,9 @@ def test_report_renders_every_experiment_and_an_error() -> None:
     assert "error: RuntimeError: boom" in text
     assert "| redis_server | 7.0.15 |" in text
     assert headline(results["experiments"][1]) == "error: RuntimeError: boom"  # type: ignore[index]
+
+
+def test_a_record_written_twice_is_one_execution() -> None:
+    # A write retried after a lost reply repeats the entry; the execution id tells them apart.
+    t = tally({"k1"}, [*ENTRIES[:2], ENTRIES[1]])
+    assert (t.executed, t.duplicates, t.lost) == (1, 0, 0)
