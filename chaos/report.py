@@ -24,10 +24,14 @@ midway. Keys whose send raised at the producer are counted apart (refused),
 never as lost. Fault times are taken on the controller, entry times on the
 hosts: containers share the machine's clock.
 
-The chaos inventory differs from `inventories/lab` in one way that matters:
-`celery_worker_visibility_timeout: 30` (hard/soft time limits 25/20 s, as
-validation requires them below it) instead of 3600, so a task whose worker
-died is delivered again within minutes. kombu 5.7 sweeps unacknowledged
+The chaos inventory differs from `inventories/lab` in two ways that matter.
+`celery_worker_visibility_timeout: 30` instead of 3600, so a task whose
+worker died is delivered again within minutes (hard/soft time limits 12/10 s,
+as validation requires them below it). And a short `TimeoutStopSec` (16 s:
+soft shutdown timeout 2 s, stop margin 2 s): systemd inside these containers
+(cgroup v1) is not told when a killed unit's cgroup has emptied, so it waits
+out the whole TimeoutStopSec before restarting the unit (65 s otherwise),
+which a real host does not. kombu 5.7 sweeps unacknowledged
 messages every `unacked_restore_interval` x `unacked_restore_throttle`
 (10 x 10 s), so redelivery is bounded by the visibility timeout plus 100 s.
 Each host runs one prefork instance of 2 processes, prefetch 1,
