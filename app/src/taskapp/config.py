@@ -1,6 +1,7 @@
 """The one place configuration is read: a TOML file written by the Ansible role."""
 
 import os
+import socket
 import ssl
 import tomllib
 import typing
@@ -78,6 +79,13 @@ _T = TypeVar("_T", bound="DataclassInstance")
 
 # Seconds between PINGs on idle connections, so a silently dropped connection is noticed.
 HEALTH_CHECK_INTERVAL = 10
+# A connection whose peer vanished without a word (a network cut, a changed address) otherwise
+# stays open forever: a worker blocked in a command on it consumed nothing again for minutes
+# (RELIABILITY.md, network cut). A bound on every command, and kernel keepalive probes on idle
+# connections, turn it into an error the worker reconnects from.
+SOCKET_TIMEOUT = 15
+SOCKET_CONNECT_TIMEOUT = 10
+KEEPALIVE_OPTIONS = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 
 _TYPE_WORDS = {int: "an integer", str: "a string", bool: "true or false"}
 _TOML_KINDS = {bool: "boolean", int: "integer", float: "float", str: "string", dict: "table"}
@@ -229,9 +237,19 @@ def celery_config(settings: Settings) -> dict[str, object]:
     conf: dict[str, object] = {
         "broker_url": redis_url(settings, redis.broker_db),
         "result_backend": redis_url(settings, redis.result_db),
-        "broker_transport_options": {**transport, "health_check_interval": HEALTH_CHECK_INTERVAL},
+        "broker_transport_options": {
+            **transport,
+            "health_check_interval": HEALTH_CHECK_INTERVAL,
+            "socket_timeout": SOCKET_TIMEOUT,
+            "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+            "socket_keepalive": True,
+            "socket_keepalive_options": dict(KEEPALIVE_OPTIONS),
+        },
         "result_backend_transport_options": dict(transport),
         "redis_backend_health_check_interval": HEALTH_CHECK_INTERVAL,
+        "redis_socket_timeout": SOCKET_TIMEOUT,
+        "redis_socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "redis_socket_keepalive": True,
         "broker_connection_retry_on_startup": True,
         # Pickle would let anyone who can write to the broker run code on the workers.
         "accept_content": ["json"],
