@@ -41,6 +41,13 @@ def _label(name: str) -> str:
     return f"{name}-{int(time.time())}"
 
 
+def _quiet(lab: Lab) -> None:
+    """Start from an empty queue: a backlog would delay this experiment's tasks, not its fault."""
+    left = lab.wait_queue_empty()
+    if left:
+        raise RuntimeError(f"{left} tasks of an earlier experiment still queued after 300 s")
+
+
 def _settle(lab: Lab, label: str, flow: Flow, timeout: float) -> dict[str, Any]:
     waited = lab.wait_done(label, set(flow.accepted), timeout)
     time.sleep(5)  # a late duplicate still gets counted
@@ -51,6 +58,7 @@ def _settle(lab: Lab, label: str, flow: Flow, timeout: float) -> dict[str, Any]:
 
 def worker_sigkill(lab: Lab, kills: int = 20) -> Result:
     """1. SIGKILL a worker (main process and pool children) while it runs a task."""
+    _quiet(lab)
     label = _label("kill")
     visibility = lab.settings.celery.visibility_timeout
     events: list[Event] = []
@@ -90,6 +98,7 @@ def worker_sigkill(lab: Lab, kills: int = 20) -> Result:
 
 def worker_stopped(lab: Lab, repetitions: int = 3) -> Result:
     """2. Stop a worker mid-task: its unit (systemctl stop), then its whole host (podman stop)."""
+    _quiet(lab)
     label = _label("stop")
     stops: list[tuple[str, str, float, float]] = []
     methods = {
@@ -189,6 +198,7 @@ def redis_sigkill(lab: Lab, tasks: int = 1000, repetitions: int = 2) -> Result:
 
 def redis_restart(lab: Lab, repetitions: int = 5, bound: float = 60) -> Result:
     """4. Restart Redis while workers are connected: every worker consumes again, unaided."""
+    _quiet(lab)
     label = _label("restart")
     resumed: list[float] = []
     stuck = 0
@@ -278,6 +288,7 @@ def broker_full(lab: Lab, repetitions: int = 2, headroom: int = 1024 * 1024) -> 
 
 def rolling_deploy(lab: Lab) -> Result:
     """6. Push a config change with deploy.yml while tasks flow: workers restart host by host."""
+    _quiet(lab)
     label = _label("deploy")
     changes = [("-e", "celery_worker_result_expires=86399"), ()]  # the change, then back
     deploys = []
@@ -303,6 +314,7 @@ def rolling_deploy(lab: Lab) -> Result:
 
 def network_cut(lab: Lab, repetitions: int = 3, cut: float = 25, bound: float = 120) -> Result:
     """7. Disconnect a worker host from the network longer than the health-check interval."""
+    _quiet(lab)
     label = _label("cut")
     events: list[Event] = []
     reconnects: list[float] = []

@@ -92,6 +92,13 @@ class Lab:
     def queue_length(self, queue: str = "celery") -> int:
         return int(self.broker.llen(queue))
 
+    def wait_queue_empty(self, timeout: float = 300) -> int:
+        """Wait until an earlier experiment's backlog has run; what was left when giving up."""
+        deadline = time.monotonic() + timeout
+        while (left := self.queue_length()) and time.monotonic() < deadline:
+            time.sleep(1)
+        return left
+
     def wait_redis(self, timeout: float = 90) -> float:
         """Wait until Redis answers PING through the published port; the time it did."""
         deadline = time.monotonic() + timeout
