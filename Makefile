@@ -15,7 +15,7 @@ export PY_COLORS := 0
 
 SCENARIOS := $(notdir $(wildcard molecule/*))
 
-.PHONY: lab lab-down test lint test-app test-bundle test-molecule bootstrap lock clean bench bench-tasks bench-deploy bench-down
+.PHONY: lab lab-down chaos chaos-down test lint test-app test-bundle test-molecule bootstrap lock clean bench bench-tasks bench-deploy bench-down
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -25,6 +25,15 @@ lab: bootstrap
 
 lab-down:
 	scripts/lab.sh down
+
+# The fault-injection suite (RELIABILITY.md): its own lab beside the main one, about 20 minutes.
+CHAOS_LAB := LAB_NAME=chaos LAB_INVENTORY=chaos/inventory LAB_REDIS_PORT=16380
+chaos: bootstrap
+	$(CHAOS_LAB) LAB_SMOKE=0 scripts/lab.sh up
+	python -m chaos
+
+chaos-down:
+	$(CHAOS_LAB) scripts/lab.sh down
 
 test: bootstrap lint test-app test-bundle test-molecule
 

@@ -1,4 +1,5 @@
 import copy
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -259,12 +260,27 @@ def test_no_tls_means_no_ssl_options() -> None:
     assert "redis_backend_use_ssl" not in conf
 
 
+# Without a socket timeout a worker blocked on a connection whose peer vanished (a network cut)
+# consumed nothing for minutes; keepalive probes catch idle dead connections.
+_DEAD_PEER_DETECTION = {
+    "health_check_interval": 10,
+    "socket_timeout": 15,
+    "socket_connect_timeout": 10,
+    "socket_keepalive": True,
+    "socket_keepalive_options": {
+        socket.TCP_KEEPIDLE: 10,
+        socket.TCP_KEEPINTVL: 5,
+        socket.TCP_KEEPCNT: 3,
+    },
+}
+
+
 def test_key_prefix_applies_to_broker_and_results() -> None:
     conf = celery_config(parse_settings(FULL))
     assert conf["broker_transport_options"] == {
         "visibility_timeout": 30,
         "global_keyprefix": "app:",
-        "health_check_interval": 10,
+        **_DEAD_PEER_DETECTION,
     }
     assert conf["result_backend_transport_options"] == {
         "visibility_timeout": 30,
@@ -276,7 +292,7 @@ def test_empty_key_prefix_is_left_out() -> None:
     conf = celery_config(parse_settings(MINIMAL))
     assert conf["broker_transport_options"] == {
         "visibility_timeout": 3600,
-        "health_check_interval": 10,
+        **_DEAD_PEER_DETECTION,
     }
     assert conf["result_backend_transport_options"] == {"visibility_timeout": 3600}
 
@@ -293,10 +309,13 @@ def test_reliability_settings_from_the_field_notes() -> None:
     assert conf["result_expires"] == 86400
     assert conf["result_extended"] is True
     assert conf["broker_connection_retry_on_startup"] is True
-    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is True
+    # True loses tasks when Redis restarts (cancellation recorded in the same, unreachable Redis).
+    assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False
     assert conf["worker_soft_shutdown_timeout"] == 10
     assert conf["worker_send_task_events"] is False
     assert conf["redis_backend_health_check_interval"] == 10
+    assert (conf["redis_socket_timeout"], conf["redis_socket_connect_timeout"]) == (15, 10)
+    assert conf["redis_socket_keepalive"] is True
     assert (conf["timezone"], conf["enable_utc"]) == ("UTC", True)
 
 

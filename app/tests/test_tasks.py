@@ -5,9 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskapp.app import app
-from taskapp.tasks import burn, executions_key, ping, process_data, record, sleep
+from taskapp.tasks import burn, executions_key, ping, process_data, record, record_work, sleep
 
 
 def test_ping_answers_pong() -> None:
@@ -68,6 +69,7 @@ def test_worker_registers_every_task_by_its_explicit_name() -> None:
         "taskapp.fetch_url",
         "taskapp.sleep",
         "taskapp.record",
+        "taskapp.record_work",
     } <= set(app.tasks)
 
 
@@ -140,3 +142,81 @@ def test_burn_chains_sha256_rounds() -> None:
 def test_burn_rejects_bad_rounds(rounds: object) -> None:
     with pytest.raises((TypeError, ValueError), match="rounds must be"):
         burn(rounds)
+
+
+def test_record_work_records_a_start_and_a_done_per_execution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _FakeRedis()
+    monkeypatch.setattr(type(app.backend), "client", fake, raising=False)
+    record_work.apply(args=("k1", 0.01, "unit-work")).get()
+    record_work.apply(args=("k1", 0, "unit-work")).get()
+    entries = [json.loads(e) for e in fake.lists[executions_key("unit-work")]]
+    assert [(e["key"], e["phase"]) for e in entries] == [("k1", "start"), ("k1", "done")] * 2
+    first, second = entries[0:2], entries[2:4]
+    # Each execution pairs its start with its done, and differs from the other execution.
+    assert first[0]["execution"] == first[1]["execution"] != second[0]["execution"]
+    assert first[1]["at"] - first[0]["at"] >= 0.01
+    assert first[0]["pid"] == os.getpid()
+    assert fake.ttl[executions_key("unit-work")] == app.conf.result_expires
+
+
+def test_record_work_killed_midway_leaves_a_start_without_done(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _FakeRedis()
+    monkeypatch.setattr(type(app.backend), "client", fake, raising=False)
+
+    def killed(seconds: float) -> None:
+        raise KeyboardInterrupt  # stands in for the SIGKILL that ends the process mid-sleep
+
+    monkeypatch.setattr("taskapp.tasks.time.sleep", killed)
+    with pytest.raises(KeyboardInterrupt):
+        record_work.run("k2", 5, "unit-killed")
+    entries = [json.loads(e) for e in fake.lists[executions_key("unit-killed")]]
+    assert [e["phase"] for e in entries] == ["start"]
+
+
+@pytest.mark.parametrize(
+    ("key", "seconds"), [("", 0), (5, 0), ("x" * 201, 0), ("k", -1), ("k", "1"), ("k", True)]
+)
+def test_record_work_refuses_bad_input_before_recording(
+    monkeypatch: pytest.MonkeyPatch, key: object, seconds: object
+) -> None:
+    fake = _FakeRedis()
+    monkeypatch.setattr(type(app.backend), "client", fake, raising=False)
+    with pytest.raises((TypeError, ValueError), match=r"key must be|seconds must be"):
+        record_work.run(key, seconds, "unit-bad")
+    assert fake.lists == {}
+
+
+class _FlakyRedis(_FakeRedis):
+    """Refuses the first `failures` writes, as Redis does while it restarts."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def rpush(self, key: str, value: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RedisConnectionError("Connection reset by peer")
+        super().rpush(key, value)
+
+
+def test_record_work_rides_out_a_redis_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    flaky = _FlakyRedis(failures=3)
+    monkeypatch.setattr(type(app.backend), "client", flaky, raising=False)
+    monkeypatch.setattr("taskapp.tasks.time.sleep", lambda seconds: None)
+    record_work.run("k3", 0, "unit-restart")
+    phases = [json.loads(e)["phase"] for e in flaky.lists[executions_key("unit-restart")]]
+    assert phases == ["start", "done"]
+
+
+def test_record_work_fails_when_redis_stays_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    flaky = _FlakyRedis(failures=10**6)
+    monkeypatch.setattr(type(app.backend), "client", flaky, raising=False)
+    monkeypatch.setattr("taskapp.tasks.WRITE_RETRY_SECONDS", 0.3)
+    with pytest.raises(RedisConnectionError):
+        record_work.run("k4", 0, "unit-gone")
+    assert flaky.lists == {}

@@ -1,6 +1,7 @@
 """The one place configuration is read: a TOML file written by the Ansible role."""
 
 import os
+import socket
 import ssl
 import tomllib
 import typing
@@ -81,6 +82,13 @@ _T = TypeVar("_T", bound="DataclassInstance")
 
 # Seconds between PINGs on idle connections, so a silently dropped connection is noticed.
 HEALTH_CHECK_INTERVAL = 10
+# A connection whose peer vanished without a word (a network cut, a changed address) otherwise
+# stays open forever: a worker blocked in a command on it consumed nothing again for minutes
+# (RELIABILITY.md, network cut). A bound on every command, and kernel keepalive probes on idle
+# connections, turn it into an error the worker reconnects from.
+SOCKET_TIMEOUT = 15
+SOCKET_CONNECT_TIMEOUT = 10
+KEEPALIVE_OPTIONS = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 
 _TYPE_WORDS = {int: "an integer", str: "a string", bool: "true or false"}
 _TOML_KINDS = {bool: "boolean", int: "integer", float: "float", str: "string", dict: "table"}
@@ -237,9 +245,19 @@ def celery_config(settings: Settings) -> dict[str, object]:
     conf: dict[str, object] = {
         "broker_url": redis_url(settings, redis.broker_db),
         "result_backend": redis_url(settings, redis.result_db, results=True),
-        "broker_transport_options": {**transport, "health_check_interval": HEALTH_CHECK_INTERVAL},
+        "broker_transport_options": {
+            **transport,
+            "health_check_interval": HEALTH_CHECK_INTERVAL,
+            "socket_timeout": SOCKET_TIMEOUT,
+            "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+            "socket_keepalive": True,
+            "socket_keepalive_options": dict(KEEPALIVE_OPTIONS),
+        },
         "result_backend_transport_options": dict(transport),
         "redis_backend_health_check_interval": HEALTH_CHECK_INTERVAL,
+        "redis_socket_timeout": SOCKET_TIMEOUT,
+        "redis_socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "redis_socket_keepalive": True,
         "broker_connection_retry_on_startup": True,
         # Pickle would let anyone who can write to the broker run code on the workers.
         "accept_content": ["json"],
@@ -253,7 +271,12 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "task_soft_time_limit": celery.task_soft_time_limit,
         "task_time_limit": celery.task_time_limit,
         "worker_soft_shutdown_timeout": celery.worker_soft_shutdown_timeout,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Off on purpose. On a connection loss Celery 5.7 cancels running acks_late tasks and
+        # records each as "retry" in the result backend; when that write fails too (Redis is the
+        # backend, and it is the Redis that went away), the task is then handled as revoked and
+        # its message acknowledged: lost (RELIABILITY.md, Redis restart). Left running, a task
+        # completes and at worst runs once more, which at-least-once delivery allows.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "result_expires": celery.result_expires,
         # Stores the worker's name with each result, so a client can tell who ran a task.
         "result_extended": True,

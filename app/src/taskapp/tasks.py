@@ -3,7 +3,9 @@
 import hashlib
 import json
 import math
+import os
 import time
+import uuid
 from http.client import HTTPMessage
 from typing import IO
 from urllib.error import HTTPError, URLError
@@ -11,6 +13,8 @@ from urllib.parse import urlsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener
 
 from celery import Task
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskapp.app import app
 
@@ -77,12 +81,16 @@ EXECUTIONS_KEY = "taskapp-executions:"
 @app.task(name="taskapp.sleep")
 def sleep(seconds: float) -> float:
     """Sleep, then return the seconds slept: a stand-in for a long task (shutdown, drain tests)."""
+    _check_seconds(seconds)
+    time.sleep(seconds)
+    return float(seconds)
+
+
+def _check_seconds(seconds: object) -> None:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise TypeError(f"seconds must be a number, got {type(seconds).__name__}")
     if not 0 <= seconds <= MAX_SLEEP_SECONDS:
         raise ValueError(f"seconds must be between 0 and {MAX_SLEEP_SECONDS}, got {seconds}")
-    time.sleep(seconds)
-    return float(seconds)
 
 
 def executions_key(label: str) -> str:
@@ -99,11 +107,63 @@ def record(self: Task[..., object], label: str = "beat") -> dict[str, object]:
     """
     entry: dict[str, object] = {"id": self.request.id, "worker": self.request.hostname}
     entry["at"] = time.time()
+    _append(label, entry)
+    return entry
+
+
+MAX_KEY_LENGTH = 200
+
+
+@app.task(name="taskapp.record_work", bind=True)
+def record_work(
+    self: Task[..., object], key: str, seconds: float = 0.0, label: str = "work"
+) -> dict[str, object]:
+    """Record a start, sleep, record a done: every execution of an idempotency key is counted.
+
+    The fault-injection suite (chaos/) sends each key once; a key with no "done" entry was lost,
+    a key with two was executed twice, and a "start" without its "done" is an execution killed
+    midway (its "execution" id pairs the two entries).
+    """
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH:
+        raise TypeError(f"key must be a string of 1 to {MAX_KEY_LENGTH} characters, got {key!r}")
+    _check_seconds(seconds)
+    base: dict[str, object] = {
+        "key": key,
+        "execution": uuid.uuid4().hex,
+        "id": self.request.id,
+        "worker": self.request.hostname,
+        "pid": os.getpid(),
+    }
+    _append(label, {**base, "phase": "start", "at": time.time()})
+    time.sleep(seconds)
+    done = {**base, "phase": "done", "at": time.time()}
+    _append(label, done)
+    return done
+
+
+# How long a task keeps trying to write its record while Redis is unreachable (a restart takes a
+# second or two). Giving up at once fails the task, and Celery acknowledges a failed task: lost.
+WRITE_RETRY_SECONDS = 15.0
+_REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+
+
+def _append(label: str, entry: dict[str, object]) -> None:
     client = app.backend.client  # type: ignore[attr-defined]  # RedisBackend, not in the stubs
     key = executions_key(label)
-    client.rpush(key, json.dumps(entry))
-    client.expire(key, app.conf.result_expires)
-    return entry
+    deadline = time.monotonic() + WRITE_RETRY_SECONDS
+    delay = 0.1
+    while True:
+        try:
+            # A reply lost after RPUSH applied repeats the entry: readers count distinct
+            # executions (each entry carries its execution's id), so a repeat is harmless.
+            client.rpush(key, json.dumps(entry))
+            client.expire(key, app.conf.result_expires)
+            return
+        except _REDIS_UNREACHABLE:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def check_scheme(url: str) -> None:

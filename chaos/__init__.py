@@ -1,0 +1,1 @@
+"""Fault-injection suite for the bundle: `make chaos` (see RELIABILITY.md)."""

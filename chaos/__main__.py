@@ -1,0 +1,81 @@
+"""`python -m chaos [--only 1,3] [--render]`: run the fault-injection suite on the chaos lab."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chaos.report import render
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results.json"
+NOTES = HERE / "NOTES.md"
+RELIABILITY = HERE.parent / "RELIABILITY.md"
+
+
+def write_report(results: dict[str, Any]) -> None:
+    text = render(results)
+    if NOTES.exists():
+        text += "\n" + NOTES.read_text()
+    RELIABILITY.write_text(text.rstrip("\n") + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    parser.add_argument("--only", help="comma-separated experiment numbers (default: all)")
+    parser.add_argument("--render", action="store_true", help="only redo RELIABILITY.md")
+    args = parser.parse_args(argv)
+    if args.render:
+        write_report(json.loads(RESULTS.read_text()))
+        return 0
+
+    from chaos.experiments import EXPERIMENTS
+    from chaos.lab import Lab
+
+    only = {int(x) for x in args.only.split(",")} if args.only else None
+    lab = Lab()
+    began = time.monotonic()
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": lab.versions(),
+        "settings": {
+            "visibility_timeout": lab.settings.celery.visibility_timeout,
+            "task_time_limit": lab.settings.celery.task_time_limit,
+            "task_soft_time_limit": lab.settings.celery.task_soft_time_limit,
+        },
+        "experiments": [],
+    }
+    for number, title, experiment in EXPERIMENTS:
+        if only and number not in only:
+            continue
+        print(f"=== {number}. {title}", flush=True)
+        started = time.monotonic()
+        entry: dict[str, Any] = {"id": number, "title": title}
+        try:
+            entry.update(experiment(lab))
+        except Exception as exc:  # one broken experiment must not hide the others' figures
+            traceback.print_exc()
+            entry["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+            lab.heal()
+        entry["seconds"] = round(time.monotonic() - started)
+        print(json.dumps(entry, indent=2), flush=True)
+        results["experiments"].append(entry)
+    results["duration_seconds"] = round(time.monotonic() - began)
+    out = RESULTS if only is None else HERE.parent / ".lab/chaos/partial-results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    if only is None:
+        write_report(results)
+    failed = [e["id"] for e in results["experiments"] if e.get("verdict") != "pass"]
+    print(f"chaos: wrote {out}; experiments not passing: {failed or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

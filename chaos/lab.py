@@ -1,0 +1,245 @@
+"""The chaos lab as the experiments see it: hosts to hurt, Redis to read, tasks to send."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+
+from chaos.accounting import Entry, parse_entries
+from taskapp.config import Settings, celery_config, load_settings
+from taskapp.tasks import EXECUTIONS_KEY
+
+REPO = Path(__file__).resolve().parents[1]
+INVENTORY = REPO / "chaos/inventory"
+STATE = REPO / ".lab/chaos"
+NETWORK = "bundle-chaos"
+REDIS_HOST = "chaos-redis1"
+WORKERS = ("chaos-worker1", "chaos-worker2")
+UNIT = "celery-worker@default"
+PORT = 16380  # chaos-redis1's 6379, published on the controller's loopback
+TASK = "taskapp.record_work"
+
+
+def run(*argv: str, timeout: float = 120, check: bool = True) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def on(host: str, command: str, timeout: float = 120, check: bool = True) -> str:
+    """Run a shell command inside a lab host."""
+    return run("podman", "exec", host, "sh", "-c", command, timeout=timeout, check=check)
+
+
+def deploy(*args: str, timeout: float = 900) -> tuple[int, float, str]:
+    """ansible-playbook deploy.yml on the chaos inventory: (exit code, seconds, output tail)."""
+    began = time.monotonic()
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/ansible-playbook"), "deploy.yml", "-i", str(INVENTORY), *args],
+        cwd=REPO,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return proc.returncode, time.monotonic() - began, (proc.stdout + proc.stderr)[-3000:]
+
+
+class Lab:
+    """Handles on the running chaos lab, built from the workers' own config file."""
+
+    def __init__(self) -> None:
+        text = on(WORKERS[0], "cat /etc/taskapp/config.toml")
+        text = re.sub(r'(?m)^host = ".*"$', 'host = "127.0.0.1"', text, count=1)
+        text = re.sub(r"(?m)^port = \d+$", f"port = {PORT}", text, count=1)
+        STATE.mkdir(parents=True, exist_ok=True)
+        self.config_path = STATE / "chaos-controller.toml"
+        self.config_path.touch(mode=0o600)
+        self.config_path.write_text(text)
+        self.settings: Settings = load_settings(self.config_path)
+        r = self.settings.redis
+        self.broker = redis.Redis(
+            "127.0.0.1", PORT, db=r.broker_db, password=r.password, decode_responses=True
+        )
+        self.results = redis.Redis(
+            "127.0.0.1", PORT, db=r.result_db, password=r.password, decode_responses=True
+        )
+
+    def celery(self) -> Celery:
+        """A fresh producer app: nothing cached from a Redis that has since lost its keys."""
+        return Celery("chaos", config_source=celery_config(self.settings))
+
+    def executions_key(self, label: str) -> str:
+        return f"{self.settings.redis.key_prefix}{EXECUTIONS_KEY}{label}"
+
+    def entries(self, label: str) -> list[Entry]:
+        raw: list[bytes | str] = self.results.lrange(self.executions_key(label), 0, -1)
+        return parse_entries(raw)
+
+    def queue_length(self, queue: str = "celery") -> int:
+        return int(self.broker.llen(queue))
+
+    def wait_queue_empty(self, timeout: float = 300) -> int:
+        """Wait until an earlier experiment's backlog has run; what was left when giving up."""
+        deadline = time.monotonic() + timeout
+        while (left := self.queue_length()) and time.monotonic() < deadline:
+            time.sleep(1)
+        return left
+
+    def wait_redis(self, timeout: float = 90) -> float:
+        """Wait until Redis answers PING through the published port; the time it did."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with suppress(redis.RedisError):
+                if self.broker.ping():
+                    return time.time()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Redis did not answer within {timeout}s")
+            time.sleep(0.2)
+
+    def wait_running(self, label: str, host: str, after: float, timeout: float) -> bool:
+        """Wait until host is in the middle of an execution it started after `after`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entries = self.entries(label)
+            done = {e.execution for e in entries if e.phase == "done"}
+            if any(
+                e.phase == "start" and e.host == host and e.at > after and e.execution not in done
+                for e in entries
+            ):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def wait_done(self, label: str, keys: set[str], timeout: float) -> float:
+        """Wait until every key has completed at least once; seconds waited."""
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            done = {e.key for e in self.entries(label) if e.phase == "done"}
+            if keys <= done:
+                break
+            time.sleep(2)
+        return time.monotonic() - began
+
+    # Faults and repairs -------------------------------------------------------------------
+
+    def workers(self, action: str, hosts: tuple[str, ...] = WORKERS) -> None:
+        for host in hosts:
+            on(host, f"systemctl {action} {UNIT}", timeout=180)
+
+    def heal(self) -> None:
+        """Undo whatever an experiment that failed midway may have left behind."""
+        for host in WORKERS:
+            run("podman", "network", "connect", NETWORK, host, check=False)
+            run("podman", "start", host, check=False)
+        on(REDIS_HOST, "systemctl start redis-server", check=False)
+        with suppress(TimeoutError):
+            self.wait_redis(60)
+        for host in WORKERS:
+            on(host, f"systemctl reset-failed {UNIT}; systemctl start {UNIT}", check=False)
+
+    def versions(self) -> dict[str, str]:
+        worker_py = "/opt/taskapp/current/venv/bin/python"
+        code = "import celery, kombu, redis; print(celery.__version__, kombu.__version__, " + (
+            "redis.__version__)"
+        )
+        w_celery, w_kombu, w_redis = on(WORKERS[0], f'{worker_py} -c "{code}"').split()
+        info: dict[str, Any] = self.broker.info("server")
+        return {
+            "redis_server": str(info["redis_version"]),
+            "worker_celery": w_celery,
+            "worker_kombu": w_kombu,
+            "worker_redis_py": w_redis,
+            "worker_python": on(WORKERS[0], f"{worker_py} -V").split()[1],
+            "controller_celery": importlib.metadata.version("celery"),
+            "controller_kombu": importlib.metadata.version("kombu"),
+            "controller_redis_py": importlib.metadata.version("redis"),
+            "host_os": on(REDIS_HOST, ". /etc/os-release; echo $PRETTY_NAME").strip(),
+            "podman": run("podman", "--version").split()[-1],
+            "ansible_core": run(str(REPO / ".venv/bin/ansible"), "--version").split("\n")[0],
+        }
+
+
+def kill_workers(host: str) -> float:
+    """SIGKILL the worker's main process and its pool children at once; the time it was done.
+
+    systemd then restarts the unit (Restart=on-failure), in these containers only after
+    TimeoutStopSec: it is not told that the unit's cgroup emptied (chaos/inventory says more).
+    """
+    # Not checked: a unit still restarting from the last kill has nothing to kill, and the
+    # experiment counts such kills apart (it waits for a running task first).
+    on(
+        host,
+        f"main=$(systemctl show -p MainPID --value {UNIT}); "
+        '[ "$main" != 0 ] && kill -KILL $main $(pgrep -P $main)',
+        check=False,
+    )
+    return time.time()
+
+
+class Flow:
+    """A producer thread sending record_work tasks at a steady pace until stopped."""
+
+    def __init__(
+        self, app: Celery, label: str, seconds: float, interval: float, prefix: str = "k"
+    ) -> None:
+        self.app, self.label, self.seconds, self.interval = app, label, seconds, interval
+        self.prefix = prefix
+        self.accepted: dict[str, str] = {}  # key -> task id
+        self.refused: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._n = 0
+
+    def send(self, n: int = 1) -> None:
+        """Send n tasks now, from the calling thread."""
+        for _ in range(n):
+            key = f"{self.prefix}-{self._n}"
+            self._n += 1
+            try:
+                result = self.app.send_task(TASK, args=(key, self.seconds, self.label))
+            except Exception as exc:  # every refusal is counted, whatever its kind
+                self.refused.append(key)
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            else:
+                self.accepted[key] = result.id
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.send()
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def failed(self) -> int:
+        """Accepted tasks whose result says FAILURE."""
+        states = [self.app.AsyncResult(task_id).state for task_id in self.accepted.values()]
+        return states.count("FAILURE")
+
+
+@contextmanager
+def flowing(flow: Flow) -> Iterator[Flow]:
+    flow.start()
+    try:
+        yield flow
+    finally:
+        flow.stop()

@@ -1,0 +1,146 @@
+"""The fault-injection suite's pure parts (counting, statistics, report), without a lab."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chaos.accounting import (
+    Entry,
+    Event,
+    completed,
+    first_start,
+    interrupted_by,
+    parse_entries,
+    percentile,
+    redelivery_delays,
+    running_at,
+    summary,
+    tally,
+)
+from chaos.report import headline, render
+
+W1, W2 = "default@chaos-worker1", "default@chaos-worker2"
+
+
+def e(key: str, execution: str, worker: str, phase: str, at: float) -> Entry:
+    return Entry(key=key, execution=execution, worker=worker, phase=phase, at=at)
+
+
+# k1 ran once; k2 was killed on worker1 at 12 and ran again on worker2; k3 ran twice in full;
+# k4 was never run; k9 ran though its send was refused.
+ENTRIES = [
+    e("k1", "a", W1, "start", 10.0),
+    e("k1", "a", W1, "done", 13.0),
+    e("k2", "b", W1, "start", 11.0),
+    e("k2", "c", W2, "start", 50.0),
+    e("k2", "c", W2, "done", 53.0),
+    e("k3", "d", W2, "start", 20.0),
+    e("k3", "d", W2, "done", 23.0),
+    e("k3", "e", W1, "start", 60.0),
+    e("k3", "e", W1, "done", 63.0),
+    e("k9", "f", W2, "start", 70.0),
+    e("k9", "f", W2, "done", 70.5),
+]
+KILL = Event("chaos-worker1", 12.0)
+
+
+def test_tally_counts_lost_duplicates_interrupted_and_unaccepted() -> None:
+    t = tally({"k1", "k2", "k3", "k4"}, ENTRIES)
+    assert t.as_dict() == {
+        "accepted": 4,
+        "executed": 3,
+        "lost": 1,
+        "duplicates": 1,
+        "duplicate_keys": 1,
+        "interrupted": 1,
+        "unaccepted_executed": 1,
+    }
+
+
+def test_a_clean_run_counts_nothing_bad() -> None:
+    t = tally({"k1"}, ENTRIES[:2])
+    assert (t.lost, t.duplicates, t.interrupted) == (0, 0, 0)
+
+
+def test_redelivery_is_measured_from_the_event_that_interrupted_the_execution() -> None:
+    other_host = Event("chaos-worker2", 11.5)
+    earlier = Event("chaos-worker1", 5.0)  # before the execution started: not its cause
+    assert interrupted_by(ENTRIES, [earlier, other_host, KILL]) == [(KILL, ENTRIES[2])]
+    assert redelivery_delays(ENTRIES, [earlier, other_host, KILL]) == [38.0]
+
+
+def test_an_interrupted_execution_never_run_again_has_no_delay() -> None:
+    assert redelivery_delays(ENTRIES[:3], [KILL]) == []
+
+
+def test_running_at_and_completed_judge_a_warm_stop() -> None:
+    assert running_at(ENTRIES, "chaos-worker1", 12.0) == ["a", "b"]
+    assert completed(ENTRIES, ["a", "b"], by=13.0) == 1
+    assert completed(ENTRIES, ["a", "b"], by=12.9) == 0
+    assert first_start(ENTRIES, "chaos-worker1", after=12.0) == 60.0
+    assert first_start(ENTRIES, "chaos-worker1", after=61.0) is None
+
+
+def test_parse_entries_reads_what_record_work_writes() -> None:
+    raw = json.dumps(
+        {"key": "k", "execution": "x", "id": "t", "worker": W1, "pid": 7, "phase": "done", "at": 1}
+    )
+    assert parse_entries([raw, raw.encode()]) == [e("k", "x", W1, "done", 1.0)] * 2
+    assert parse_entries([raw])[0].host == "chaos-worker1"
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [([5.0], 50, 5.0), ([1, 2, 3, 4], 50, 2), ([1, 2, 3, 4, 5], 50, 3), ([3, 1, 2], 100, 3)],
+)
+def test_percentile_is_nearest_rank(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == expected
+
+
+def test_percentile_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match=r"within 0\.\.100"):
+        percentile([1.0], 101)
+
+
+def test_summary_rounds_and_handles_no_values() -> None:
+    assert summary([31.04, 40.0, 129.96]) == {"n": 3, "p50": 40.0, "max": 130.0, "min": 31.0}
+    assert summary([]) == {"n": 0, "p50": None, "max": None, "min": None}
+
+
+def test_report_renders_every_experiment_and_an_error() -> None:
+    results = {
+        "date": "2026-11-25 00:00 UTC",
+        "duration_seconds": 1,
+        "versions": {"redis_server": "7.0.15"},
+        "experiments": [
+            {
+                "id": 5,
+                "title": "Broker memory full",
+                "repetitions": 1,
+                "counted": "c",
+                "criterion": "x",
+                "verdict": "pass",
+                "result": {
+                    "rounds": [{"accepted": 9, "refused": 100, "evicted_keys": 0, "lost": 0}]
+                },
+            },
+            {"id": 6, "title": "Rolling deploy under load", "error": "RuntimeError: boom"},
+        ],
+    }
+    text = render(results)
+    assert (
+        "| 5 | Broker memory full | 1 | c | accepted 9, refused 100, evicted_keys 0, lost 0" in text
+    )
+    assert "error: RuntimeError: boom" in text
+    assert "| redis_server | 7.0.15 |" in text
+    assert headline(results["experiments"][1]) == "error: RuntimeError: boom"  # type: ignore[index]
+
+
+def test_a_record_written_twice_is_one_execution() -> None:
+    # A write retried after a lost reply repeats the entry; the execution id tells them apart.
+    t = tally({"k1"}, [*ENTRIES[:2], ENTRIES[1]])
+    assert (t.executed, t.duplicates, t.lost) == (1, 0, 0)
