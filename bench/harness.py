@@ -185,6 +185,12 @@ def stop_workers() -> None:
     on(WORKER, "systemctl", "reset-failed", "bench-*", check=False)
 
 
+def worker_command(node: str, args: Sequence[str]) -> list[str]:
+    """The bundle's app as a worker node outside its unit (no sandbox), with its arguments."""
+    return [CELERY, "--app", "taskapp.app:app", "worker", "--hostname", f"{node}@{WORKER}",
+            "--loglevel", "INFO", *args]  # fmt: skip
+
+
 def transient(name: str, env: dict[str, str], argv: Sequence[str]) -> None:
     props = ["-p", "KillMode=mixed", "-p", f"WorkingDirectory={BENCH_DIR}"]
     for key, value in env.items():
@@ -221,34 +227,14 @@ class Config:
         elif self.unhardened:
             units = []
             for node in lab.nodes:
-                cmd = [
-                    CELERY,
-                    "--app",
-                    "taskapp.app:app",
-                    "worker",
-                    "--hostname",
-                    f"{node}@{WORKER}",
-                    "--loglevel",
-                    "INFO",
-                    *lab.node_args[node],
-                ]
+                cmd = worker_command(node, lab.node_args[node])
                 transient(f"bench-unhardened-{node}", {"TASKAPP_CONFIG": UNHARDENED_CONFIG}, cmd)
                 units.append(f"bench-unhardened-{node}.service")
         elif self.one_node:
             # The same processes as one node (the role's earlier default, and `kind: long`).
             args = list(lab.node_args[lab.nodes[0]])
             args[args.index("--concurrency") + 1] = str(lab.processes)
-            cmd = [
-                CELERY,
-                "--app",
-                "taskapp.app:app",
-                "worker",
-                "--hostname",
-                f"default@{WORKER}",
-                "--loglevel",
-                "INFO",
-                *args,
-            ]
+            cmd = worker_command("default", args)
             transient("bench-onenode", {"TASKAPP_CONFIG": "/etc/taskapp/config.toml"}, cmd)
             units = ["bench-onenode.service"]
         else:
