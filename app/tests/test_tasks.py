@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from taskapp.app import app
@@ -213,10 +214,38 @@ def test_record_work_rides_out_a_redis_restart(monkeypatch: pytest.MonkeyPatch) 
     assert phases == ["start", "done"]
 
 
-def test_record_work_fails_when_redis_stays_away(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_record_work_hands_its_message_back_when_redis_stays_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A failed task is acknowledged and gone; a rejected one with requeue comes back.
     flaky = _FlakyRedis(failures=10**6)
     monkeypatch.setattr(type(app.backend), "client", flaky, raising=False)
     monkeypatch.setattr("taskapp.tasks.WRITE_RETRY_SECONDS", 0.3)
-    with pytest.raises(RedisConnectionError):
+    with pytest.raises(Reject) as rejected:
         record_work.run("k4", 0, "unit-gone")
+    assert rejected.value.args[1] is True  # Reject(reason, requeue)
+    assert isinstance(rejected.value.__cause__, RedisConnectionError)
     assert flaky.lists == {}
+
+
+def test_record_work_hands_its_message_back_when_the_soft_limit_ends_the_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def soft_limit(seconds: float) -> None:
+        raise SoftTimeLimitExceeded()
+
+    flaky = _FlakyRedis(failures=1)
+    monkeypatch.setattr(type(app.backend), "client", flaky, raising=False)
+    monkeypatch.setattr("taskapp.tasks.time.sleep", soft_limit)
+    with pytest.raises(Reject) as rejected:
+        record_work.run("k5", 0, "unit-soft")
+    assert rejected.value.args[1] is True  # Reject(reason, requeue)
+
+
+def test_record_hands_its_message_back_when_redis_stays_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(type(app.backend), "client", _FlakyRedis(failures=10**6), raising=False)
+    monkeypatch.setattr("taskapp.tasks.WRITE_RETRY_SECONDS", 0.0)
+    with pytest.raises(Reject):
+        record.run("unit-beat-gone")

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener
 
 from celery import Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -107,7 +108,7 @@ def record(self: Task[..., object], label: str = "beat") -> dict[str, object]:
     """
     entry: dict[str, object] = {"id": self.request.id, "worker": self.request.hostname}
     entry["at"] = time.time()
-    _append(label, entry)
+    _append_or_hand_back(label, entry)
     return entry
 
 
@@ -134,10 +135,10 @@ def record_work(
         "worker": self.request.hostname,
         "pid": os.getpid(),
     }
-    _append(label, {**base, "phase": "start", "at": time.time()})
+    _append_or_hand_back(label, {**base, "phase": "start", "at": time.time()})
     time.sleep(seconds)
     done = {**base, "phase": "done", "at": time.time()}
-    _append(label, done)
+    _append_or_hand_back(label, done)
     return done
 
 
@@ -145,6 +146,21 @@ def record_work(
 # second or two). Giving up at once fails the task, and Celery acknowledges a failed task: lost.
 WRITE_RETRY_SECONDS = 15.0
 _REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+
+
+def _append_or_hand_back(label: str, entry: dict[str, object]) -> None:
+    """Append, or give the message back to the broker when Redis stays away.
+
+    A task that fails is acknowledged (task_acks_on_failure_or_timeout), so its message is gone.
+    When the write cannot be made, in the retry window or before the soft time limit, the task
+    rejects its message with requeue instead: the worker puts it back in the queue (or, if the
+    broker is still unreachable, it stays in kombu's unacked set and comes back after the
+    visibility timeout). Not Task.retry(): that publishes a new message, which fails the same way.
+    """
+    try:
+        _append(label, entry)
+    except (*_REDIS_UNREACHABLE, SoftTimeLimitExceeded) as exc:
+        raise Reject(f"could not write to {label}: {exc!r}", requeue=True) from exc
 
 
 def _append(label: str, entry: dict[str, object]) -> None:
