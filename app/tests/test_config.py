@@ -308,6 +308,8 @@ def test_reliability_settings_from_the_field_notes() -> None:
     assert (conf["task_soft_time_limit"], conf["task_time_limit"]) == (300, 330)
     assert conf["result_expires"] == 86400
     assert conf["result_extended"] is True
+    # Per task instead: only the long ones pay for a STARTED write.
+    assert conf["task_track_started"] is False
     assert conf["broker_connection_retry_on_startup"] is True
     # True loses tasks when Redis restarts (cancellation recorded in the same, unreachable Redis).
     assert conf["worker_cancel_long_running_tasks_on_connection_loss"] is False

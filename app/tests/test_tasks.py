@@ -249,3 +249,9 @@ def test_record_hands_its_message_back_when_redis_stays_away(
     monkeypatch.setattr("taskapp.tasks.WRITE_RETRY_SECONDS", 0.0)
     with pytest.raises(Reject):
         record.run("unit-beat-gone")
+
+
+def test_only_long_tasks_record_a_started_state() -> None:
+    tracked = {name for name, task in app.tasks.items() if getattr(task, "track_started", False)}
+    assert {"taskapp.sleep", "taskapp.fetch_url"} <= tracked
+    assert not tracked & {"taskapp.ping", "taskapp.process_data", "taskapp.record_work"}

@@ -79,7 +79,7 @@ MAX_SLEEP_SECONDS = 3600
 EXECUTIONS_KEY = "taskapp-executions:"
 
 
-@app.task(name="taskapp.sleep")
+@app.task(name="taskapp.sleep", track_started=True)
 def sleep(seconds: float) -> float:
     """Sleep, then return the seconds slept: a stand-in for a long task (shutdown, drain tests)."""
     _check_seconds(seconds)
@@ -199,6 +199,7 @@ class _HttpOnlyRedirects(HTTPRedirectHandler):
 
 @app.task(
     name="taskapp.fetch_url",
+    track_started=True,
     autoretry_for=NETWORK_ERRORS,
     dont_autoretry_for=(HTTPError,),
     max_retries=5,
