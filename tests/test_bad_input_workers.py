@@ -94,6 +94,11 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["celery_worker_instances entry one", "solo pool"],
     ),
     (
+        "per-child limits on a solo pool",
+        {"celery_worker_instances": [{"name": "one", "pool": "solo", "max_tasks_per_child": 50}]},
+        ["celery_worker_instances entry one", "max_tasks_per_child", "Use pool prefork"],
+    ),
+    (
         "schedule entry without interval",
         {"celery_worker_beat_schedule": {"tick": {"task": "taskapp.record"}}},
         ["celery_worker_beat_schedule", "every"],

@@ -63,3 +63,33 @@ def test_unauthenticated_controller_is_refused() -> None:
     client = redis.Redis(host="127.0.0.1", port=CONTROLLER_PORT, socket_timeout=5)
     with pytest.raises(redis.exceptions.AuthenticationError):
         client.ping()
+
+
+@pytest.mark.parametrize(
+    ("limits", "raised"),
+    [({"soft_time_limit": 1}, "SoftTimeLimitExceeded"), ({"time_limit": 2}, "TimeLimitExceeded")],
+)
+def test_time_limits_end_tasks_on_solo_and_prefork_nodes(
+    controller_config: Path, limits: dict[str, float], raised: str
+) -> None:
+    # worker1's nodes are solo (celery_solo_limits.py), worker2's is prefork: both enforce limits.
+    from celery import Celery
+
+    from taskapp.config import celery_config, load_settings
+
+    client = Celery("limits", config_source=celery_config(load_settings(controller_config)))
+    try:
+        results = [client.send_task("taskapp.sleep", args=(60,), **limits) for _ in range(6)]
+        ended_on = set()
+        for result in results:
+            result.get(timeout=30, propagate=False)
+            assert result.state == "FAILURE", (result.state, result.result)
+            assert type(result.result).__name__ == raised, repr(result.result)
+            ended_on.add(str(result.worker).split("@")[1])
+        assert ended_on == {"mol-default-worker1", "mol-default-worker2"}, ended_on
+        # The nodes whose task was ended are still there, and serve the next task.
+        assert client.send_task("taskapp.ping").get(timeout=30) == "pong"
+        answering = {n for reply in client.control.ping(timeout=3) for n in reply}
+        assert {"default@mol-default-worker1", "default@mol-default-worker2"} <= answering
+    finally:
+        client.close()

@@ -41,8 +41,8 @@ def test_stop_waits_for_running_tasks(host: testinfra.host.Host) -> None:
 def test_topology_matches_inventory(host: testinfra.host.Host) -> None:
     hostname = host.check_output("hostname")
     vcpus = int(host.check_output("nproc"))
-    # worker1 is left to the role: a `short` instance runs one single-process node per vCPU.
-    # host_vars/mol-default-worker2.yml sets concurrency 1, which keeps one node of one process.
+    # worker1 is left to the role: a `short` instance runs one solo node per vCPU.
+    # host_vars/mol-default-worker2.yml sets concurrency 1, which keeps one prefork node.
     nodes = 1 if hostname == "mol-default-worker2" else vcpus
     names = ["default"] + [f"default-{n}" for n in range(2, nodes + 1)]
     units = host.check_output("systemctl list-units --plain --no-legend 'celery-worker@*'")
@@ -54,8 +54,10 @@ def test_topology_matches_inventory(host: testinfra.host.Host) -> None:
     )
     stats = json.loads(out)
     assert sorted(stats) == sorted(f"{name}@{hostname}" for name in names)
+    pool = "celery_solo_limits" if nodes > 1 else "celery.concurrency.prefork"
     for node in stats.values():
         assert node["pool"]["max-concurrency"] == 1
+        assert node["pool"]["implementation"].startswith(pool), node["pool"]
 
 
 def test_unit_is_sandboxed(host: testinfra.host.Host) -> None:
