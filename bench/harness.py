@@ -52,6 +52,7 @@ PY = "/opt/taskapp/current/venv/bin/python"
 CELERY = "/opt/taskapp/current/venv/bin/celery"
 BENCH_DIR = "/opt/bench"
 UNHARDENED_CONFIG = f"{BENCH_DIR}/unhardened.toml"
+BUNDLE_CONFIG = "/etc/taskapp/config.toml"
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class Lab:
     monitor_password: str
     nodes: list[str] = field(default_factory=list)
     node_args: dict[str, list[str]] = field(default_factory=dict)
+    # What a node needs besides its arguments (the solo nodes' pool module and where it is).
+    node_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def processes(self) -> int:
@@ -127,9 +130,22 @@ def load_lab(deploy: bool) -> Lab:
     )
     for node in lab.nodes:
         env_line = on(WORKER, "systemctl", "show", "-p", "Environment", "--value", unit(node))
-        args = next(w for w in shlex.split(env_line) if w.startswith("WORKER_ARGS="))
-        lab.node_args[node] = args.removeprefix("WORKER_ARGS=").split()
+        env = dict(w.split("=", 1) for w in shlex.split(env_line))
+        lab.node_args[node] = env["WORKER_ARGS"].split()
+        lab.node_env[node] = {k: env[k] for k in POOL_ENV if k in env}
     return lab
+
+
+# The unit's environment a node's pool needs (solo nodes: celery_solo_limits, the custom pool).
+POOL_ENV = ("CELERY_CUSTOM_WORKER_POOL", "PYTHONPATH")
+
+
+def with_pool(args: Sequence[str], pool: str, concurrency: int = 1) -> list[str]:
+    """The node's arguments with another pool and concurrency."""
+    out = list(args)
+    out[out.index("--pool") + 1] = pool
+    out[out.index("--concurrency") + 1] = str(concurrency)
+    return out
 
 
 def unit(node: str) -> str:
@@ -212,6 +228,7 @@ class Config:
     unhardened: bool = False
     one_process: bool = False
     one_node: bool = False
+    prefork_nodes: bool = False
 
     def start(self, lab: Lab) -> list[str]:
         stop_workers()
@@ -228,14 +245,21 @@ class Config:
             units = []
             for node in lab.nodes:
                 cmd = worker_command(node, lab.node_args[node])
-                transient(f"bench-unhardened-{node}", {"TASKAPP_CONFIG": UNHARDENED_CONFIG}, cmd)
+                env = {"TASKAPP_CONFIG": UNHARDENED_CONFIG, **lab.node_env[node]}
+                transient(f"bench-unhardened-{node}", env, cmd)
                 units.append(f"bench-unhardened-{node}.service")
+        elif self.prefork_nodes:
+            # The same nodes, each a prefork pool of one process (the role's previous `short`).
+            units = []
+            for node in lab.nodes:
+                cmd = worker_command(node, with_pool(lab.node_args[node], "prefork"))
+                transient(f"bench-prefork-{node}", {"TASKAPP_CONFIG": BUNDLE_CONFIG}, cmd)
+                units.append(f"bench-prefork-{node}.service")
         elif self.one_node:
-            # The same processes as one node (the role's earlier default, and `kind: long`).
-            args = list(lab.node_args[lab.nodes[0]])
-            args[args.index("--concurrency") + 1] = str(lab.processes)
+            # The same processes as one prefork node (what `kind: long` deploys).
+            args = with_pool(lab.node_args[lab.nodes[0]], "prefork", lab.processes)
             cmd = worker_command("default", args)
-            transient("bench-onenode", {"TASKAPP_CONFIG": "/etc/taskapp/config.toml"}, cmd)
+            transient("bench-onenode", {"TASKAPP_CONFIG": BUNDLE_CONFIG}, cmd)
             units = ["bench-onenode.service"]
         else:
             units = [unit(n) for n in (lab.nodes[:1] if self.one_process else lab.nodes)]
@@ -253,6 +277,7 @@ UNHARDENED = Config("unhardened", unhardened=True)
 STOCK_ONE = Config("stock-1", stock=True, one_process=True)
 BUNDLE_ONE = Config("bundle-1", one_process=True)
 ONE_NODE = Config("one-node", one_node=True)
+PREFORK_NODES = Config("prefork-nodes", prefork_nodes=True)
 
 
 def rotate(items: Sequence[Config], by: int) -> list[Config]:
@@ -289,7 +314,8 @@ def measure(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     processes = lab.processes
     for rep in range(sizes.reps):
-        for config in rotate([STOCK, BUNDLE, UNHARDENED, ONE_NODE, STOCK_ONE, BUNDLE_ONE], rep):
+        configs = [STOCK, BUNDLE, UNHARDENED, PREFORK_NODES, ONE_NODE, STOCK_ONE, BUNDLE_ONE]
+        for config in rotate(configs, rep):
             units = config.start(lab)
             pids = main_pids(units)
             record: dict[str, Any] = {"rep": rep, "config": config.name, "nodes": len(units)}

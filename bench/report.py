@@ -9,7 +9,9 @@ from typing import Any
 from bench.stats import Summary, Target, latency_summary, ratio, summarize
 
 THROUGHPUT = ("trivial", "trivial_results", "burn")
-CONFIGS = ("stock", "bundle", "unhardened", "one-node", "stock-1", "bundle-1")
+CONFIGS = ("stock", "bundle", "unhardened", "prefork-nodes", "one-node", "stock-1", "bundle-1")
+# The configurations with latency and memory figures (the CPU-only ones have neither).
+FULL_CONFIGS = CONFIGS[:5]
 
 
 def _runs(data: dict[str, Any], config: str) -> list[dict[str, Any]]:
@@ -57,7 +59,7 @@ def summarize_run(data: dict[str, Any]) -> dict[str, Any]:
             benchmark.setdefault(test, []).append(rate)
     latency: dict[str, dict[str, dict[str, float]]] = {}
     memory: dict[str, dict[str, float]] = {}
-    for config in ("stock", "bundle", "unhardened", "one-node"):
+    for config in FULL_CONFIGS:
         runs = _runs(data, config)
         if not runs:
             continue
@@ -95,6 +97,13 @@ def summarize_run(data: dict[str, Any]) -> dict[str, Any]:
         "bundle_vs_raw_trivial": paired_ratio(_rate(data, "bundle", "trivial"), _raw(data, False)),
         "bundle_vs_raw_trivial_results": paired_ratio(
             _rate(data, "bundle", "trivial_results"), _raw(data, True)
+        ),
+        "bundle_vs_prefork_nodes_trivial": paired_ratio(
+            _rate(data, "bundle", "trivial"), _rate(data, "prefork-nodes", "trivial")
+        ),
+        "bundle_vs_prefork_nodes_trivial_results": paired_ratio(
+            _rate(data, "bundle", "trivial_results"),
+            _rate(data, "prefork-nodes", "trivial_results"),
         ),
         "bundle_vs_one_node_trivial": paired_ratio(
             _rate(data, "bundle", "trivial"), _rate(data, "one-node", "trivial")
@@ -230,11 +239,7 @@ def markdown(data: dict[str, Any]) -> str:
         "do not edit by hand.",
         "",
         f"- Date: {data['date']} (run took {data['duration_s']:.0f} s)",
-        f"- Machine: {m['cpu']}, {m['vcpus']} vCPUs, {m['memory_gib']} GiB. **Shared** with other "
-        f"agents' work while it ran: load average {la['before'][0]:.2f} before, "
-        f"{la['after'][0]:.2f} after (1 min). Absolute figures are therefore low and noisy; "
-        "the configurations alternate within every repetition, so the ratios compare "
-        "like with like.",
+        f"- Machine: {m['cpu']}, {m['vcpus']} vCPUs, {m['memory_gib']} GiB; {_load_note(la)}",
         f"- Versions: {v}.",
         f"- Repetitions: {data['sizes']['reps']}; per repetition "
         f"{data['sizes']['trivial']:,} trivial "
@@ -328,6 +333,19 @@ def markdown(data: dict[str, Any]) -> str:
         out += ["", DEPLOY_NOTE]
     out += ["", METHOD]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _load_note(la: dict[str, list[float]]) -> str:
+    """How busy the machine was apart from the benchmark (1-minute load average before it)."""
+    before, after = la["before"][0], la["after"][0]
+    figures = f"load average {before:.2f} before, {after:.2f} after (1 min)"
+    if before > 1.0:
+        return (
+            f"**shared** with other work while it ran: {figures}. Absolute figures are "
+            "therefore low and noisy; the configurations alternate within every repetition, "
+            "so the ratios compare like with like."
+        )
+    return f"nothing else running: {figures}."
 
 
 DEPLOY_NOTE = """Timed by `make bench-deploy` (bench/deploy_speed.py) on the bench lab, whose hosts

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-from bench import report
+from bench import harness, report
 from bench.stats import Target, percentile, summarize
 
 PYTHON = sys.executable
@@ -71,6 +71,7 @@ def fake_run() -> dict[str, Any]:
             ("stock", 1.0),
             ("bundle", 2.0),
             ("unhardened", 2.1),
+            ("prefork-nodes", 1.6),
             ("one-node", 1.2),
         ):
             runs.append(
@@ -124,6 +125,7 @@ def test_report_pairs_ratios_within_each_repetition() -> None:
         {"median": 2.0, "min": 2.0, "max": 2.0, "runs": 2, "spread": 0.0}
     )
     assert ratios["bundle_cpu_scaling"]["median"] == pytest.approx(4.0)
+    assert ratios["bundle_vs_prefork_nodes_trivial"]["median"] == pytest.approx(1.25)
     assert summary["used_memory_per_10k_queued"] == {"bundle": 10_000_000}
     verdicts = {t["name"]: t["met"] for t in summary["targets"]}
     assert verdicts["Bundle defaults / Stock, trivial tasks with results"] is True
@@ -262,3 +264,11 @@ def test_unhardened_config_points_the_app_at_another_redis(tmp_path: Path) -> No
     assert dst.read_text() == (
         '[redis]\nhost = "r1"\nport = 6380\npassword = "p"\n\n[celery]\ntask_time_limit = 330\n'
     )
+
+
+def test_with_pool_swaps_a_nodes_pool_and_concurrency() -> None:
+    args = ["--pool", "custom", "--concurrency", "1", "--queues", "celery"]
+    assert harness.with_pool(args, "prefork", 2) == [
+        "--pool", "prefork", "--concurrency", "2", "--queues", "celery",
+    ]  # fmt: skip
+    assert args[1] == "custom"  # the node's own list is left alone
