@@ -378,15 +378,19 @@ repetition to the next:
   installed with `bench/inventory`, which turns on the two security switches
   the README describes: ACL users, TLS only (mutual), plus the defaults AOF
   and the systemd sandbox. Its topology is the role's default for a `short`
-  instance (one node of one process per vCPU).
+  instance: one solo node per vCPU (`celery_solo_limits.TaskPool`, the solo
+  pool with time limits).
 - **unhardened**: the same worker nodes with the same arguments, started as
   transient units without the sandbox, against the plain Redis (requirepass,
   no ACL, no TLS, no AOF): the difference to **bundle** is the price of
   hardening.
-- **one-node**: the bundle's pool processes as a single node (the role's
-  earlier default, and what `kind: long` deploys), against the hardened Redis,
-  started as a transient unit without the sandbox: **bundle** against it is
-  what the topology of several single-process nodes gains.
+- **prefork-nodes**: the bundle's nodes, each a prefork pool of one process
+  (the role's previous `short` default), against the hardened Redis, started
+  as transient units without the sandbox: **bundle** against it is what the
+  solo pool gains.
+- **one-node**: the bundle's processes as a single prefork node (what `kind:
+  long` deploys), against the hardened Redis, started as a transient unit
+  without the sandbox: **bundle** against it is what several nodes gain.
 - **stock-1, bundle-1**: one process (stock with `--concurrency 1`, the
   bundle's first node alone) for the CPU-bound task's scaling.
 - **raw**: redis-py consumers doing BRPOP (and SETEX of a result), as many
@@ -414,9 +418,11 @@ What bounds the figures, and so the targets this run did not meet:
   nodes, p50 2.0 ms) were measured on an idle machine; these were not.
 - **Per-task work of the bundle's safety settings.** Late acknowledgement and
   prefetch 1 cost a broker round trip per task that stock's early ack and
-  prefetch 4 batch; `task_track_started` writes a STARTED state before each
-  result; TLS encrypts every round trip; the ACL user runs through key
-  prefixes. None of these can go without giving up what README "What the
+  prefetch 4 batch; TLS encrypts every round trip; the ACL user runs
+  through key prefixes. (`task_track_started`, which wrote a STARTED state
+  before each result and roughly halved two solo nodes' trivial-task
+  throughput with results in a trial on loopback outside this harness, is
+  now set only on the app's long tasks.) None of these can go without giving up what README "What the
   defaults protect against" promises; their price is the bundle/unhardened
   and bundle/stock ratios.
 - **Celery against the raw queue.** A Celery task costs about 17 Redis
