@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -135,24 +136,13 @@ def first_start(entries: Sequence[Entry], host: str, after: float) -> float | No
     return min(times) if times else None
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be within 0..100, got {q}")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def summary(values: Sequence[float]) -> dict[str, float | int | None]:
-    """n, p50, max and min, rounded to 0.1 s; None when there are no values."""
+    """n, p50 (the median), max and min, rounded to 0.1 s; None when there are no values."""
     if not values:
         return {"n": 0, "p50": None, "max": None, "min": None}
     return {
         "n": len(values),
-        "p50": round(percentile(values, 50), 1),
+        "p50": round(statistics.median(values), 1),
         "max": round(max(values), 1),
         "min": round(min(values), 1),
     }

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from chaos.accounting import (
     Entry,
     Event,
@@ -13,7 +11,6 @@ from chaos.accounting import (
     first_start,
     interrupted_by,
     parse_entries,
-    percentile,
     redelivery_delays,
     running_at,
     summary,
@@ -91,23 +88,9 @@ def test_parse_entries_reads_what_record_work_writes() -> None:
     assert parse_entries([raw])[0].host == "chaos-worker1"
 
 
-@pytest.mark.parametrize(
-    ("values", "q", "expected"),
-    [([5.0], 50, 5.0), ([1, 2, 3, 4], 50, 2), ([1, 2, 3, 4, 5], 50, 3), ([3, 1, 2], 100, 3)],
-)
-def test_percentile_is_nearest_rank(values: list[float], q: float, expected: float) -> None:
-    assert percentile(values, q) == expected
-
-
-def test_percentile_refuses_nonsense() -> None:
-    with pytest.raises(ValueError, match="no values"):
-        percentile([], 50)
-    with pytest.raises(ValueError, match=r"within 0\.\.100"):
-        percentile([1.0], 101)
-
-
 def test_summary_rounds_and_handles_no_values() -> None:
     assert summary([31.04, 40.0, 129.96]) == {"n": 3, "p50": 40.0, "max": 130.0, "min": 31.0}
+    assert summary([1.0, 2.0, 3.0, 4.0])["p50"] == 2.5
     assert summary([]) == {"n": 0, "p50": None, "max": None, "min": None}
 
 
