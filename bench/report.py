@@ -422,9 +422,9 @@ What bounds the figures, and so the targets this run did not meet:
   through key prefixes. (`task_track_started`, which wrote a STARTED state
   before each result and roughly halved two solo nodes' trivial-task
   throughput with results in a trial on loopback outside this harness, is
-  now set only on the app's long tasks.) None of these can go without giving up what README "What the
-  defaults protect against" promises; their price is the bundle/unhardened
-  and bundle/stock ratios.
+  now set only on the app's long tasks.) None of these can go without
+  giving up what README "What the defaults protect against" promises;
+  their price is the bundle/unhardened and bundle/stock ratios.
 - **Celery against the raw queue.** A Celery task costs about 17 Redis
   commands in 7 round trips with results on (11 in 4 without), plus kombu's
   and Celery's Python work per message; the raw queue costs 1 or 2 commands.
