@@ -44,10 +44,10 @@ def write_inventory(
     return root / "hosts.yml"
 
 
-def run_validation(inventory: Path) -> subprocess.CompletedProcess[str]:
+def run_validation(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run(
-        ["ansible-playbook", "deploy.yml", "-i", str(inventory), "--tags", "validate"],
+        ["ansible-playbook", "deploy.yml", "-i", str(inventory), "--tags", "validate", *extra],
         cwd=REPO,
         env=env,
         capture_output=True,

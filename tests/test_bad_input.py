@@ -32,7 +32,13 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], int, list[str]]] = [
         0,
         ["redis_maxmemory_policy", "redis_holds_broker", "noeviction"],
     ),
-    ("port is not a number", {"redis_port": "six-three-seven-nine"}, {}, 0, ["redis_port", "int"]),
+    (
+        "port is not a number",
+        {"redis_port": "six-three-seven-nine"},
+        {},
+        0,
+        ["redis_port must be a whole number", "Set it in the inventory"],
+    ),
     ("port out of range", {"redis_port": 70000}, {}, 0, ["redis_port", "between 1 and 65535"]),
     ("wildcard bind", {"redis_bind": ["0.0.0.0"]}, {}, 0, ["redis_bind", "wildcard"]),
     (
@@ -86,6 +92,20 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], int, list[str]]] = [
         ["celery_worker_instances", "letters"],
     ),
     ("two redis hosts", {}, {}, 1, ["exactly one host in group 'redis'", "got 2"]),
+    (
+        "number as a string",
+        {"redis_maxmemory_mb": "200"},
+        {},
+        0,
+        ['redis_maxmemory_mb must be a whole number, got the string "200"', "pass it as JSON"],
+    ),
+    (
+        "switch as a string",
+        {},
+        {"celery_worker_redis_tls": "yes"},
+        0,
+        ["celery_worker_redis_tls must be true or false", "Set it in the inventory"],
+    ),
 ]
 
 
@@ -117,3 +137,14 @@ def test_validation_runs_before_any_host_play() -> None:
     validate = yaml.safe_load((REPO / "playbooks/validate.yml").read_text())[0]
     assert validate["any_errors_fatal"] is True
     assert "always" in validate["tags"]
+
+
+def test_a_number_given_with_dash_e_is_refused_with_a_useful_message(tmp_path: Path) -> None:
+    # -e name=value always gives a string; without the type check this was a template error.
+    inventory = write_inventory(tmp_path, {}, {}, 0)
+    proc = run_validation(inventory, "-e", "celery_worker_concurrency=2")
+    assert_refused(
+        proc,
+        ['celery_worker_concurrency must be a whole number, got the string "2"', "-e '{\""],
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr
