@@ -134,7 +134,8 @@ def test_report_pairs_ratios_within_each_repetition() -> None:
     text = report.markdown(data)
     assert "| Latency at idle, p99 vs Stock's p99 |" in text
     assert "**not met**" in text
-    assert "load average 1.00 before, 2.00 after" in text
+    assert "load average 1.00 before the run" in text
+    assert "2.00 after it" in text
 
 
 def _free_port() -> int:
