@@ -2,13 +2,12 @@
 
 Three Ansible settings, run in the same session, re-runs alternating:
 
-- bundle: the repository's ansible.cfg (smart gathering, forks 20, pipelining,
-  a fixed interpreter path);
+- bundle: the repository's ansible.cfg (the mitogen strategy, smart gathering,
+  forks 20, a fixed interpreter path);
+- linear: the same ansible.cfg with Ansible's own strategy (ANSIBLE_STRATEGY=linear),
+  which is what mitogen gains;
 - defaults: Ansible's own defaults (an ansible.cfg holding only roles_path,
-  which is not a speed setting);
-- mitogen: the bundle's ansible.cfg plus strategy mitogen_linear, with the
-  hosts reached through mitogen's podman connection (bench/mitogen-connection.yml
-  names it `podman`, which mitogen redirects to mitogen_podman).
+  which is not a speed setting).
 
 Each full converge starts from fresh containers (scripts/lab.sh down, then the
 containers created again without deploying). Writes bench/deploy-results.json,
@@ -30,38 +29,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import ansible_mitogen
-
 from bench.harness import LAB, REPO
 
 DEPLOY = [str(REPO / ".venv/bin/ansible-playbook"), "deploy.yml", "-i", LAB["LAB_INVENTORY"]]
 
 
-def settings(tmp: Path) -> dict[str, tuple[dict[str, str], list[str]]]:
+def settings(tmp: Path) -> dict[str, dict[str, str]]:
+    """Each setting's environment for ansible-playbook."""
     defaults = tmp / "defaults.cfg"
     defaults.write_text(f"[defaults]\nroles_path = {REPO / 'roles'}\n")
-    strategy = Path(ansible_mitogen.__file__).parent / "plugins/strategy"
-    mitogen = tmp / "mitogen.cfg"
-    # Relative paths in ansible.cfg are relative to the file: make them absolute for the copy.
-    bundle_cfg = re.sub(
-        r"(?m)^(roles_path|inventory) = (?!/)(.*)$",
-        lambda m: f"{m.group(1)} = {REPO / m.group(2)}",
-        (REPO / "ansible.cfg").read_text(),
-    )
-    mitogen.write_text(
-        bundle_cfg.replace(
-            "[defaults]\n",
-            f"[defaults]\nstrategy_plugins = {strategy}\nstrategy = mitogen_linear\n",
-            1,
-        )
-    )
+    bundle = str(REPO / "ansible.cfg")
     return {
-        "bundle": ({"ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}, []),
-        "defaults": ({"ANSIBLE_CONFIG": str(defaults)}, []),
-        "mitogen": (
-            {"ANSIBLE_CONFIG": str(mitogen)},
-            ["-i", str(REPO / "bench/mitogen-connection.yml")],
-        ),
+        "bundle": {"ANSIBLE_CONFIG": bundle},
+        "linear": {"ANSIBLE_CONFIG": bundle, "ANSIBLE_STRATEGY": "linear"},
+        "defaults": {"ANSIBLE_CONFIG": str(defaults)},
     }
 
 
@@ -78,11 +59,11 @@ def lab(command: str, *, deploy: bool) -> None:
     )
 
 
-def deploy(env: dict[str, str], extra: list[str]) -> tuple[float, int]:
+def deploy(env: dict[str, str]) -> tuple[float, int]:
     """Seconds for one deploy.yml run, and how many tasks it changed."""
     t0 = time.monotonic()
     done = subprocess.run(
-        [*DEPLOY, *extra],
+        DEPLOY,
         env={**os.environ, **env},
         cwd=REPO,
         capture_output=True,
@@ -93,7 +74,7 @@ def deploy(env: dict[str, str], extra: list[str]) -> tuple[float, int]:
     elapsed = time.monotonic() - t0
     if done.returncode != 0:
         raise RuntimeError(
-            f"deploy failed ({env}, {extra}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+            f"deploy failed ({env}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
         )
     changed = sum(int(n) for n in re.findall(r"changed=(\d+)", done.stdout))
     return elapsed, changed
@@ -104,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--reruns", type=int, default=3, help="idempotent re-runs per setting")
     parser.add_argument(
         "--converge",
-        default="bundle,defaults,mitogen",
+        default="bundle,linear,defaults",
         help="settings to time a full converge from blank hosts with ('' for none)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench/deploy-results.json")
@@ -117,12 +98,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         configs = settings(Path(tmp))
-        for name, (env, extra) in configs.items():
+        for name, env in configs.items():
             entry: dict[str, Any] = {"rerun": [], "rerun_changed": []}
             if name in args.converge.split(","):
                 lab("down", deploy=False)
                 lab("up", deploy=False)
-                entry["converge"], entry["converge_changed"] = deploy(env, extra)
+                entry["converge"], entry["converge_changed"] = deploy(env)
                 print(f"deploy-speed: {name} converge {entry['converge']:.0f} s", flush=True)
             else:
                 old = previous.get("settings", {}).get(name, {})
@@ -133,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             result["settings"][name] = entry
         for rep in range(args.reruns):
             order = list(configs.items())
-            for name, (env, extra) in order[rep % 3 :] + order[: rep % 3]:
-                seconds, changed = deploy(env, extra)
+            for name, env in order[rep % 3 :] + order[: rep % 3]:
+                seconds, changed = deploy(env)
                 result["settings"][name]["rerun"].append(seconds)
                 result["settings"][name]["rerun_changed"].append(changed)
                 print(f"deploy-speed: {name} re-run {seconds:.0f} s, changed={changed}", flush=True)
@@ -143,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     result["ratios"] = {
         "rerun_bundle_vs_defaults": statistics.median(s["bundle"]["rerun"])
         / statistics.median(s["defaults"]["rerun"]),
-        "rerun_mitogen_vs_defaults": statistics.median(s["mitogen"]["rerun"])
+        "rerun_linear_vs_defaults": statistics.median(s["linear"]["rerun"])
         / statistics.median(s["defaults"]["rerun"]),
     }
     result["load_average"] = os.getloadavg()
@@ -151,9 +132,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "Full converge: one run per setting from fresh containers (apt installs on the hosts "
         "dominate it), not alternated, so the machine's load at that moment weighs on it. "
         "Re-runs: median (min-max) of runs alternating between the settings; the changed "
-        "counts are in bench/deploy-results.json (0 is idempotent). mitogen needs "
-        "its own connection name (`podman`, bench/mitogen-connection.yml), so it stays opt-in: "
-        "see README."
+        "counts are in bench/deploy-results.json (0 is idempotent)."
     )
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["ratios"]))

@@ -201,15 +201,6 @@ def targets(summary: dict[str, Any], deploy: dict[str, Any] | None) -> list[Targ
                 "x",
             )
         )
-        out.append(
-            Target(
-                "Idempotent re-run, bundle ansible.cfg + mitogen (opt-in) / Ansible defaults",
-                ratios["rerun_mitogen_vs_defaults"],
-                0.4,
-                False,
-                "x",
-            )
-        )
     return out
 
 
@@ -350,13 +341,12 @@ Ansible reaches through podman. Full converge: one run per setting from fresh
 containers (apt installs on the hosts dominate it), not alternated, so the
 machine's load at that moment weighs on it. Idempotent re-runs: median (min-max)
 of runs alternating between the settings; their `changed` counts are in
-`bench/deploy-results.json` (0: idempotent). The bundle's `ansible.cfg` speed
-settings (pipelining, SSH ControlPersist) do nothing for the podman connection,
-which costs about 0.4 s per module call: most of a re-run is that overhead
-times the tasks, and only mitogen, which keeps one interpreter per host, removes
-it. mitogen needs the hosts' connection named `podman`
-(`bench/mitogen-connection.yml`), so it stays opt-in (README, Benchmarks) until
-every Molecule scenario runs with it."""
+`bench/deploy-results.json` (0: idempotent). **bundle** is the repository's
+`ansible.cfg`, whose mitogen strategy keeps one Python interpreter per host for
+the whole run; **linear** is the same file with Ansible's own strategy, which
+starts a new interpreter (and, through podman, a new `podman exec`) for every
+task, about 0.4 s each: most of its re-run is that overhead times the tasks.
+Its SSH settings (pipelining, ControlPersist) do nothing for podman."""
 
 
 METHOD = """## Method

@@ -30,5 +30,10 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "$want" >"$stamp"
 fi
 
+# ansible.cfg names mitogen's strategy by this link, whatever the Python version.
+# Relative to .venv, so that the link survives the checkout being moved.
+ln -sfn "$(.venv/bin/python -c 'import ansible_mitogen as m, os, sys
+print(os.path.relpath(os.path.dirname(m.__file__), sys.prefix))')/plugins/strategy" .venv/mitogen-strategy
+
 scripts/build-base-image.sh >.venv/base-image
 echo "bootstrap: base image $(cat .venv/base-image)"
