@@ -73,9 +73,7 @@ def deploy(env: dict[str, str]) -> tuple[float, int]:
     )
     elapsed = time.monotonic() - t0
     if done.returncode != 0:
-        raise RuntimeError(
-            f"deploy failed ({env}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-        )
+        raise RuntimeError(f"deploy failed ({env}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     changed = sum(int(n) for n in re.findall(r"changed=(\d+)", done.stdout))
     return elapsed, changed
 
