@@ -55,7 +55,7 @@ def test_rolling_restart_keeps_every_queue_served_and_loses_nothing(client: Cele
             "--tags",
             "celery_worker",
             "-e",
-            "celery_worker_result_expires=86399",
+            '{"celery_worker_result_expires": 86399}',  # JSON: key=value is a string
         )
     finally:
         stop.set()
