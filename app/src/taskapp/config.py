@@ -280,9 +280,9 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "result_expires": celery.result_expires,
         # Stores the worker's name with each result, so a client can tell who ran a task.
         "result_extended": True,
-        # No STARTED state by default: writing it costs each task a Redis round trip and more than
-        # halves a node's throughput on trivial tasks (BENCHMARKS.md). Long tasks opt in with
-        # @app.task(track_started=True), where knowing that one is running is worth the write.
+        # No STARTED state by default: writing it costs each task a Redis round trip; in a loopback
+        # trial it roughly halved two solo nodes' trivial-task throughput with results (see the
+        # method in BENCHMARKS.md). Long tasks opt in with @app.task(track_started=True).
         "task_track_started": False,
         "worker_send_task_events": False,
         "task_default_queue": celery.default_queue,
