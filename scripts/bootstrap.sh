@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(podman runc debootstrap redis-server redis-tools openssl sslscan python3-venv)
+# netavark and aardvark-dns are only Recommends of podman: without them podman falls back to
+# CNI, whose containers cannot resolve each other by name.
+packages=(podman netavark aardvark-dns runc debootstrap redis-server redis-tools openssl sslscan python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
