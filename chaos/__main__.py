@@ -1,9 +1,13 @@
-"""`python -m chaos [--only 1,3] [--render]`: run the fault-injection suite on the chaos lab."""
+"""`python -m chaos [--only 1,3] [--render]`: run the fault-injection suite on the chaos lab.
+
+Exits 1 when an experiment does not pass (its figures are written all the same).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import traceback
@@ -26,6 +30,17 @@ def write_report(results: dict[str, Any]) -> None:
     RELIABILITY.write_text(text.rstrip("\n") + "\n")
 
 
+def bundle_commit() -> str:
+    """The commit the suite runs, marked "-dirty" when the tree has uncommitted changes."""
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=HERE.parent, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--only", help="comma-separated experiment numbers (default: all)")
@@ -43,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "versions": lab.versions(),
+        "versions": {"bundle commit": bundle_commit(), **lab.versions()},
         "settings": {
             "visibility_timeout": lab.settings.celery.visibility_timeout,
             "task_time_limit": lab.settings.celery.task_time_limit,
@@ -74,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(results)
     failed = [e["id"] for e in results["experiments"] if e.get("verdict") != "pass"]
     print(f"chaos: wrote {out}; experiments not passing: {failed or 'none'}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
