@@ -48,7 +48,7 @@ test-app:
 	cd app && pytest -q
 
 test-bundle:
-	pytest -q tests
+	pytest -q -n auto tests
 
 test-molecule:
 	export BUNDLE_BASE_IMAGE=$$(cat $(VENV)/base-image); \

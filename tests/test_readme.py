@@ -40,3 +40,16 @@ def test_security_table_names_tests_that_exist() -> None:
     for module, test in named:
         source = (REPO / "molecule/secure/tests" / module).read_text()
         assert not test or f"def {test}(" in source, f"{module}::{test}"
+
+
+def test_readme_says_why_each_pinned_tool_is_there() -> None:
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Dependencies and why", 1)[1].split("\n## ", 1)[0]
+    listed = {cell.strip(" `") for row in table.splitlines() if row.startswith("| ")
+              for cell in re.split(r"[,|]", row.split("|")[1])}  # fmt: skip
+    pins = (REPO / "requirements/controller.in").read_text().splitlines()
+    names = [re.split(r"[\[=]", line)[0] for line in pins if line and not line.startswith("#")]
+    assert len(names) >= 10
+    missing = [n for n in names if not any(cell.split()[:1] == [n] or cell.startswith(n + "[")
+                                           for cell in listed if cell)]  # fmt: skip
+    assert not missing, f"README's 'Dependencies and why' does not name: {missing}"
