@@ -91,6 +91,19 @@ def rss_kib(pids: Sequence[int]) -> int:
     return total
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """Busy and total CPU ticks of the whole machine, all cores (a container's /proc/stat is the
+    host's): how much of the machine a run kept busy, whoever was busy."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])  # user .. steal; guest is inside user
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return busy / total if total > 0 else 0.0
+
+
 def drain(args: argparse.Namespace) -> dict[str, Any]:
     app = make_app(args)
     task = app.tasks[args.task]
@@ -114,6 +127,7 @@ def drain(args: argparse.Namespace) -> dict[str, Any]:
     idle_rss = {str(p): rss_kib([p]) for p in pids}
     peak_rss = dict(idle_rss)
     t0 = time.perf_counter()
+    ticks = cpu_ticks()
     # No reply: waiting for replies would wait out the whole broadcast timeout.
     control.add_consumer(QUEUE)
     deadline = t0 + args.timeout
@@ -127,6 +141,7 @@ def drain(args: argparse.Namespace) -> dict[str, Any]:
         samples += 1
         time.sleep(0.005)
     elapsed = time.perf_counter() - t0
+    cpu_busy = busy_share(ticks, cpu_ticks())
     stored = 0
     if args.results:
         # Not timed: every task must have stored its result (the last few may still be writing).
@@ -148,6 +163,7 @@ def drain(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": elapsed,
         "tasks_per_s": args.n / elapsed,
         "publish_per_s": args.n / publish_s,
+        "cpu_busy": cpu_busy,
         "results_stored": stored,
         "rss_idle_kib": idle_rss,
         "rss_load_kib": peak_rss,

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import REPO
 
+from bench import client as bench_client
 from bench import harness, report
 from bench.stats import Target, percentile, summarize
 
@@ -55,8 +56,13 @@ def test_target_says_met_or_by_how_much(
     assert ("NOT met" in target.describe()) is not met
 
 
-def _drain(rate: float) -> dict[str, Any]:
-    return {"tasks_per_s": rate, "rss_idle_kib": {"1": 1024}, "rss_load_kib": {"1": 2048}}
+def _drain(rate: float, cpu_busy: float = 0.9) -> dict[str, Any]:
+    return {
+        "tasks_per_s": rate,
+        "rss_idle_kib": {"1": 1024},
+        "rss_load_kib": {"1": 2048},
+        "cpu_busy": cpu_busy,
+    }
 
 
 def _latency(ms: float) -> dict[str, Any]:
@@ -80,7 +86,7 @@ def fake_run() -> dict[str, Any]:
                     "config": config,
                     "nodes": 1,
                     "burn": _drain(100 * factor * noise),
-                    "trivial": _drain(1000 * factor * noise),
+                    "trivial": _drain(1000 * factor * noise, cpu_busy=0.5 + 0.2 * noise),
                     "trivial_results": _drain(500 * factor * noise),
                     "latency_idle": _latency(1.0 * factor),
                     "latency_load": _latency(3.0),
@@ -127,6 +133,9 @@ def test_report_pairs_ratios_within_each_repetition() -> None:
     assert ratios["bundle_cpu_scaling"]["median"] == pytest.approx(4.0)
     assert ratios["bundle_vs_prefork_nodes_trivial"]["median"] == pytest.approx(1.25)
     assert summary["used_memory_per_10k_queued"] == {"bundle": 10_000_000}
+    # The bundle's trivial drains kept 70% and 80% of the machine busy: median 75%.
+    assert summary["cpu_busy"]["bundle"]["trivial"] == pytest.approx(0.75)
+    assert summary["cpu_busy"]["stock-1"] == {"burn": pytest.approx(0.9)}
     verdicts = {t["name"]: t["met"] for t in summary["targets"]}
     assert verdicts["Bundle defaults / Stock, trivial tasks with results"] is True
     assert verdicts["Latency at idle, p99 vs Stock's p99"] is False  # 3.98 ms vs 1.99 ms
@@ -134,6 +143,7 @@ def test_report_pairs_ratios_within_each_repetition() -> None:
     text = report.markdown(data)
     assert "| Latency at idle, p99 vs Stock's p99 |" in text
     assert "**not met**" in text
+    assert "| bundle | 75% | 90% | 90% |" in text
     assert "load average 1.00 before the run" in text
     assert "2.00 after it" in text
 
@@ -214,6 +224,14 @@ def test_client_drains_a_queue_with_results(stock_worker: str) -> None:
     assert result["results_stored"] == 50
     assert result["tasks_per_s"] > 0
     assert result["rss_idle_kib"][str(os.getpid())] > 0
+    assert 0 < result["cpu_busy"] <= 1  # the worker and this client were busy, at least
+
+
+def test_busy_share_counts_busy_ticks_of_all_ticks() -> None:
+    assert bench_client.busy_share((100, 1000), (250, 1200)) == pytest.approx(0.75)
+    assert bench_client.busy_share((5, 5), (5, 5)) == 0.0
+    busy, total = bench_client.cpu_ticks()
+    assert 0 < busy < total
 
 
 def test_client_measures_latency_under_load(stock_worker: str) -> None:
