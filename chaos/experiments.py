@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -290,7 +291,8 @@ def rolling_deploy(lab: Lab) -> Result:
     """6. Push a config change with deploy.yml while tasks flow: workers restart host by host."""
     _quiet(lab)
     label = _label("deploy")
-    changes = [("-e", "celery_worker_result_expires=86399"), ()]  # the change, then back
+    # The change, then back. JSON: -e name=value would hand validation the string "86399".
+    changes = [("-e", json.dumps({"celery_worker_result_expires": 86399})), ()]
     deploys = []
     with flowing(Flow(lab.celery(), label, seconds=2.0, interval=0.7)) as flow:
         for args in changes:
