@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # netavark and aardvark-dns are only Recommends of podman: without them podman falls back to
-# CNI, whose containers cannot resolve each other by name.
-packages=(podman netavark aardvark-dns runc debootstrap redis-server redis-tools openssl sslscan python3-venv)
+# CNI, whose containers cannot resolve each other by name. netavark 1.4 sets up each network's
+# NAT with iptables, which it does not depend on ("netavark: No such file or directory").
+packages=(podman netavark aardvark-dns iptables runc debootstrap redis-server redis-tools openssl sslscan python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
