@@ -53,3 +53,16 @@ def test_readme_says_why_each_pinned_tool_is_there() -> None:
     missing = [n for n in names if not any(cell.split()[:1] == [n] or cell.startswith(n + "[")
                                            for cell in listed if cell)]  # fmt: skip
     assert not missing, f"README's 'Dependencies and why' does not name: {missing}"
+
+
+def test_readme_says_why_each_debian_package_is_there() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Dependencies and why", 1)[1].split("\n## ", 1)[0]
+    said = section.split("On this machine, from Debian", 1)[1].split("On the hosts", 1)[0]
+    bootstrap = (REPO / "scripts/bootstrap.sh").read_text()
+    packages = re.search(r"^packages=\(([^)]*)\)", bootstrap, re.M)
+    assert packages, "scripts/bootstrap.sh no longer lists its packages as packages=(...)"
+    names = packages.group(1).split()
+    assert "iptables" in names
+    missing = [n for n in names if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", said)]
+    assert not missing, f"README does not say why bootstrap installs: {missing}"
