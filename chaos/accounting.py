@@ -86,6 +86,12 @@ def tally(accepted: Collection[str], entries: Sequence[Entry]) -> Tally:
     )
 
 
+def never_completed(accepted: Collection[str], entries: Sequence[Entry]) -> list[str]:
+    """The accepted keys with no completed execution: the lost tasks, to look up in journals."""
+    done = {e.key for e in entries if e.phase == "done"}
+    return sorted(set(accepted) - done)
+
+
 def interrupted_by(entries: Sequence[Entry], events: Sequence[Event]) -> list[tuple[Event, Entry]]:
     """Each execution that never completed, with the first event on its host after it started."""
     finished = {e.execution for e in entries if e.phase == "done"}

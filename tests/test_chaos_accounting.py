@@ -10,6 +10,7 @@ from chaos.accounting import (
     completed,
     first_start,
     interrupted_by,
+    never_completed,
     parse_entries,
     redelivery_delays,
     running_at,
@@ -54,6 +55,11 @@ def test_tally_counts_lost_duplicates_interrupted_and_unaccepted() -> None:
         "interrupted": 1,
         "unaccepted_executed": 1,
     }
+
+
+def test_the_lost_keys_are_named() -> None:
+    assert never_completed({"k1", "k2", "k3", "k4"}, ENTRIES) == ["k4"]
+    assert never_completed({"k1"}, ENTRIES) == []
 
 
 def test_a_clean_run_counts_nothing_bad() -> None:
