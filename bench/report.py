@@ -351,7 +351,7 @@ def markdown(data: dict[str, Any]) -> str:
             converge = f"{d['converge']:.0f}" if d.get("converge") else "-"
             out.append(f"| {name} | {converge} | {d.get('converge_date', '-')} | {rerun} |")
         out += ["", DEPLOY_NOTE]
-    out += ["", METHOD]
+    out += ["", METHOD, "", bounds(s)]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -422,40 +422,92 @@ process and its pool children, at idle and the peak sampled during a run;
 Redis `used_memory` before and after queueing tasks nobody consumes. The load
 generator, Redis and the workers share the machine's cores, as they would on
 one small host.
-
-What bounds the figures, and so the targets this run did not meet:
-
-- **The machine.** Redis, the workers and the load client share 2 cores.
-  Two worker nodes plus Redis plus the client already ask for more than 2
-  cores, so a second node or process gains only the CPU left free: the
-  CPU-bound scaling (1 to 2 processes) stays under 1.8x for stock and bundle
-  alike, and the bundle's lead over stock shrinks as Redis needs more CPU.
-  The CPU table above is the evidence: while the bundle drains trivial
-  tasks, the machine's cores are close to fully busy, so 2x stock would
-  need CPU this machine does not have, not other settings.
-- **Results.** Without results the bundle's solo nodes beat stock (one
-  prefork node of two processes) by about a fifth. With results they fall
-  behind it: stock's main process only consumes and hands each task to a
-  child, which stores the result in parallel (three busy processes), while a
-  solo node consumes, runs and stores in one. The prefork-nodes row shows
-  that adding a pool process to each node does not win that back here: it
-  is slower than solo with and without results.
-- **Per-task work of the bundle's safety settings.** Late acknowledgement
-  with prefetch 1, TLS on every round trip and ACL key prefixes. Their price
-  is the bundle/unhardened ratio, within the 10% target in this run.
-  (`task_track_started`, which wrote a STARTED state before each result and
-  roughly halved two solo nodes' trivial-task throughput with results in a
-  trial on loopback outside this harness, is now set only on the app's long
-  tasks.)
-- **Celery against the raw queue.** A Celery task costs about 17 Redis
-  commands in 7 round trips with results on (11 in 4 without), plus kombu's
-  and Celery's Python work per message; the raw queue costs 1 or 2
-  commands. The 35% target is out of reach for any Celery configuration
-  measured here, stock included.
-- **Latency.** A round trip crosses the container network twice and runs
-  several Redis commands; even the unhardened nodes take about 2.5 ms at
-  p50, above the 1.5 ms target. The bundle's extra millisecond over them is
-  TLS (every request and reply encrypted) and the ACL
-  user. p99 and max are scheduling delay on busy cores as much as anything
-  the configurations do.
 """
+
+
+def bounds(s: dict[str, Any]) -> str:
+    """What bounds the figures, worded from this run's own numbers."""
+    tp, cpu, r, lat = s["throughput"], s.get("cpu_busy", {}), s["ratios"], s["latency_ms"]
+
+    def rate(config: str, w: str) -> float:
+        return float(tp[config][w]["median"])
+
+    def ratio(name: str) -> str:
+        x = r[name]
+        return f"{x['median']:.2f}x ({x['min']:.2f}-{x['max']:.2f})"
+
+    def cost(name: str) -> str:
+        x = r[name]
+        return f"{1 - x['median']:.0%} ({1 - x['max']:.0%} to {1 - x['min']:.0%})"
+
+    out = ["What bounds the figures, and so the targets this run did not meet:", ""]
+    machine = (
+        "- **The machine.** Redis, the workers and the load client share 2 cores, so a "
+        "second node or process gains only the CPU the others leave free: 1 to 2 processes "
+        f"of the CPU-bound task scale {ratio('bundle_cpu_scaling')} for the bundle and "
+        f"{ratio('stock_cpu_scaling')} for stock, against the 1.8x target."
+    )
+    busy = cpu.get("bundle", {})
+    if "trivial" in busy and "trivial_results" in busy:
+        need = {
+            w: 2 * rate("stock", w) / rate("bundle", w) * busy[w]
+            for w in ("trivial", "trivial_results")
+        }
+        machine += (
+            " The CPU table shows how much was left: while the bundle drained trivial tasks "
+            f"the cores were {busy['trivial']:.0%} busy without results and "
+            f"{busy['trivial_results']:.0%} with. At that CPU per task, 2x stock "
+            f"({2 * rate('stock', 'trivial'):,.0f} and "
+            f"{2 * rate('stock', 'trivial_results'):,.0f} tasks/s) would need "
+            f"{need['trivial']:.0%} and {need['trivial_results']:.0%} of the machine."
+        )
+    out.append(machine)
+    prefork = (
+        r["bundle_vs_prefork_nodes_trivial"]["median"],
+        r["bundle_vs_prefork_nodes_trivial_results"]["median"],
+    )
+    out.append(
+        "- **Results.** The bundle's solo nodes ran "
+        f"{ratio('bundle_vs_stock_trivial')} stock's trivial tasks/s without results and "
+        f"{ratio('bundle_vs_stock_trivial_results')} with. Stock's main process only "
+        "consumes and hands each task to a child, which stores the result in parallel "
+        "(three busy processes), while a solo node consumes, runs and stores in one. "
+        "Adding a pool process to each node (prefork-nodes) "
+        + (
+            "does not win that back here: solo ran "
+            if min(prefork) >= 1
+            else "changes that here: solo ran "
+        )
+        + f"{prefork[0]:.2f}x and {prefork[1]:.2f}x its rate."
+    )
+    out.append(
+        "- **Per-task work of the bundle's hardening.** TLS on every round trip, the ACL "
+        "user, AOF everysec and the systemd sandbox (late acknowledgement and prefetch 1 "
+        "are in both configurations). Their price, 1 - bundle/unhardened, was "
+        f"{cost('bundle_vs_unhardened_trivial')} without results and "
+        f"{cost('bundle_vs_unhardened_trivial_results')} with (median, and the range over "
+        "the repetitions), against the 10% target; where the range spans the target, the "
+        "run cannot tell the cost from the machine's noise. "
+        "(`task_track_started`, which wrote a STARTED state before each result and roughly "
+        "halved two solo nodes' trivial-task throughput with results in a trial on loopback "
+        "outside this harness, is set only on the app's long tasks.)"
+    )
+    out.append(
+        "- **Celery against the raw queue.** A Celery task costs about 17 Redis commands in "
+        "7 round trips with results on (11 in 4 without), plus kombu's and Celery's Python "
+        "work per message; the raw queue costs 1 or 2 commands. The bundle ran "
+        f"{ratio('bundle_vs_raw_trivial')} of the raw queue without results and "
+        f"{ratio('bundle_vs_raw_trivial_results')} with; stock ran "
+        f"{rate('stock', 'trivial') / float(s['raw']['brpop']['median']):.0%} of it."
+    )
+    if "unhardened" in lat and "bundle" in lat:
+        plain, hard = lat["unhardened"]["idle"]["p50"], lat["bundle"]["idle"]["p50"]
+        out.append(
+            "- **Latency.** A round trip crosses the container network twice and runs "
+            f"several Redis commands; even the unhardened nodes took {plain:.1f} ms at p50, "
+            f"against the 1.5 ms target. The bundle's {hard - plain:.1f} ms over them is TLS "
+            "(every request and reply encrypted), the ACL user and AOF. "
+            "p99 and max are scheduling delay on busy cores as much as anything the "
+            "configurations do."
+        )
+    return "\n".join(out)

@@ -146,6 +146,10 @@ def test_report_pairs_ratios_within_each_repetition() -> None:
     assert "| bundle | 75% | 90% | 90% |" in text
     assert "load average 1.00 before the run" in text
     assert "2.00 after it" in text
+    # What bounds the figures is worded from the run: 2x stock at the bundle's CPU per task.
+    assert "would need 75% and 90% of the machine" in text
+    assert "was 5% (5% to 5%) without results" in text
+    assert "does not win that back here: solo ran 1.25x" in text
 
 
 def _free_port() -> int:
