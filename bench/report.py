@@ -94,43 +94,23 @@ def summarize_run(data: dict[str, Any]) -> dict[str, Any]:
         for config, m in data["queued_memory"].items()
         if m["queued"]
     }
+
+    def base(other: str, w: str) -> dict[int, float]:
+        return _raw(data, w == "trivial_results") if other == "raw" else _rate(data, other, w)
+
+    # Each ratio pairs the bundle's drains with another configuration's, repetition by
+    # repetition; the raw queue is the ceiling, and the 1-process runs the CPU scaling's base.
     ratios = {
-        "bundle_vs_stock_trivial": paired_ratio(
-            _rate(data, "bundle", "trivial"), _rate(data, "stock", "trivial")
-        ),
-        "bundle_vs_stock_trivial_results": paired_ratio(
-            _rate(data, "bundle", "trivial_results"), _rate(data, "stock", "trivial_results")
-        ),
-        "bundle_vs_unhardened_trivial": paired_ratio(
-            _rate(data, "bundle", "trivial"), _rate(data, "unhardened", "trivial")
-        ),
-        "bundle_vs_unhardened_trivial_results": paired_ratio(
-            _rate(data, "bundle", "trivial_results"), _rate(data, "unhardened", "trivial_results")
-        ),
-        "bundle_vs_raw_trivial": paired_ratio(_rate(data, "bundle", "trivial"), _raw(data, False)),
-        "bundle_vs_raw_trivial_results": paired_ratio(
-            _rate(data, "bundle", "trivial_results"), _raw(data, True)
-        ),
-        "bundle_vs_prefork_nodes_trivial": paired_ratio(
-            _rate(data, "bundle", "trivial"), _rate(data, "prefork-nodes", "trivial")
-        ),
-        "bundle_vs_prefork_nodes_trivial_results": paired_ratio(
-            _rate(data, "bundle", "trivial_results"),
-            _rate(data, "prefork-nodes", "trivial_results"),
-        ),
-        "bundle_vs_one_node_trivial": paired_ratio(
-            _rate(data, "bundle", "trivial"), _rate(data, "one-node", "trivial")
-        ),
-        "bundle_vs_one_node_trivial_results": paired_ratio(
-            _rate(data, "bundle", "trivial_results"), _rate(data, "one-node", "trivial_results")
-        ),
-        "bundle_cpu_scaling": paired_ratio(
-            _rate(data, "bundle", "burn"), _rate(data, "bundle-1", "burn")
-        ),
-        "stock_cpu_scaling": paired_ratio(
-            _rate(data, "stock", "burn"), _rate(data, "stock-1", "burn")
-        ),
+        f"bundle_vs_{other.replace('-', '_')}_{w}": paired_ratio(
+            _rate(data, "bundle", w), base(other, w)
+        )
+        for other in ("stock", "unhardened", "raw", "prefork-nodes", "one-node")
+        for w in ("trivial", "trivial_results")
     }
+    for config in ("bundle", "stock"):
+        ratios[f"{config}_cpu_scaling"] = paired_ratio(
+            _rate(data, config, "burn"), _rate(data, f"{config}-1", "burn")
+        )
     summary: dict[str, Any] = {
         "throughput": throughput,
         "cpu_busy": {config: shares for config, shares in cpu_busy.items() if shares},
