@@ -74,11 +74,12 @@ def tally(accepted: Collection[str], entries: Sequence[Entry]) -> Tally:
     done = Counter(key for key, _ in {(e.key, e.execution) for e in entries if e.phase == "done"})
     finished = {e.execution for e in entries if e.phase == "done"}
     started = {e.execution for e in entries if e.phase == "start"}
-    executed = {k for k in accepted if done[k] > 0}
+    lost = never_completed(accepted, entries)
+    executed = accepted - set(lost)
     return Tally(
         accepted=len(accepted),
         executed=len(executed),
-        lost=len(accepted) - len(executed),
+        lost=len(lost),
         duplicates=sum(done[k] - 1 for k in executed),
         duplicate_keys=sum(1 for k in executed if done[k] > 1),
         interrupted=len(started - finished),

@@ -12,7 +12,6 @@ from chaos.accounting import (
     completed,
     first_start,
     interrupted_by,
-    never_completed,
     redelivery_delays,
     running_at,
     summary,
@@ -55,10 +54,7 @@ def _settle(lab: Lab, label: str, flow: Flow, timeout: float) -> dict[str, Any]:
     time.sleep(5)  # a late duplicate still gets counted
     entries = lab.entries(label)
     counts: dict[str, Any] = tally(flow.accepted, entries).as_dict()
-    # Key and task id of each lost task: what to look for in the workers' journals and in
-    # kombu's unacked hash when a run loses one.
-    lost = [f"{key} {flow.accepted[key]}" for key in never_completed(flow.accepted, entries)]
-    if lost:
+    if lost := flow.lost_tasks(entries):
         counts["lost_tasks"] = lost[:20]
     return {**counts, "refused_at_send": len(flow.refused), "settle_seconds": round(waited, 1)}
 

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from chaos.accounting import Entry, parse_entries
+from chaos.accounting import Entry, never_completed, parse_entries
 from taskapp.config import Settings, celery_config, load_settings
 from taskapp.tasks import EXECUTIONS_KEY
 
@@ -229,6 +229,11 @@ class Flow:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=60)
+
+    def lost_tasks(self, entries: list[Entry]) -> list[str]:
+        """Key and task id of each accepted task that never completed: what to look up in the
+        workers' journals and in kombu's unacked hash."""
+        return [f"{key} {self.accepted[key]}" for key in never_completed(self.accepted, entries)]
 
     def failed(self) -> int:
         """Accepted tasks whose result says FAILURE."""

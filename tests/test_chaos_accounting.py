@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from celery import Celery
+
 from chaos.accounting import (
     Entry,
     Event,
@@ -17,6 +19,7 @@ from chaos.accounting import (
     summary,
     tally,
 )
+from chaos.lab import Flow
 from chaos.report import headline, render
 
 W1, W2 = "default@chaos-worker1", "default@chaos-worker2"
@@ -133,3 +136,9 @@ def test_a_record_written_twice_is_one_execution() -> None:
     # A write retried after a lost reply repeats the entry; the execution id tells them apart.
     t = tally({"k1"}, [*ENTRIES[:2], ENTRIES[1]])
     assert (t.executed, t.duplicates, t.lost) == (1, 0, 0)
+
+
+def test_a_flow_names_its_lost_tasks_with_their_task_ids() -> None:
+    flow = Flow(Celery("t"), "label", seconds=0.1, interval=1)
+    flow.accepted = {"k1": "id-1", "k4": "id-4"}
+    assert flow.lost_tasks(list(ENTRIES)) == ["k4 id-4"]
