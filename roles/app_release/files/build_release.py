@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -84,6 +85,22 @@ def run_pip(args: list[str]) -> None:
         raise SystemExit(f"pip {args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
+def build_app_wheel(app_dir: Path, wheels: Path, scratch: Path) -> None:
+    """Build the app's wheel from a snapshot of its tree in scratch, never in the tree itself.
+
+    pip builds a local project in place, so setuptools would write build/ and *.egg-info into
+    the user's app/ and two deploys running at once would trip over each other's files
+    ("[Errno 17] File exists: build/bdist...").
+    """
+    snapshot = scratch / "app-src"
+    shutil.copytree(
+        app_dir,
+        snapshot,
+        ignore=shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", ".*"),
+    )
+    run_pip(["wheel", "--no-deps", str(snapshot), "-w", str(wheels)])
+
+
 def build(app_dir: Path, out_dir: Path, release: str, name: str, version: str) -> Path:
     pins = parse_lock((app_dir / LOCK_NAME).read_text())
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
@@ -97,7 +114,7 @@ def build(app_dir: Path, out_dir: Path, release: str, name: str, version: str) -
             "".join(f"{p.spec} {' '.join('--hash=' + h for h in p.hashes)}\n" for p in pins)
         )
         run_pip(["wheel", "--no-deps", "--require-hashes", "-r", str(download), "-w", str(wheels)])
-        run_pip(["wheel", "--no-deps", str(app_dir), "-w", str(wheels)])
+        build_app_wheel(app_dir, wheels, Path(tmp))
         host_lock = [f"{p.spec} ; {p.marker}" if p.marker else p.spec for p in pins]
         (root / "requirements.txt").write_text("\n".join([*host_lock, f"{name}=={version}", ""]))
         (root / "release.json").write_text(json.dumps({"id": release, "version": version}) + "\n")
