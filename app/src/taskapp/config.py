@@ -244,6 +244,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
         transport["global_keyprefix"] = redis.key_prefix
     conf: dict[str, object] = {
         "broker_url": redis_url(settings, redis.broker_db),
+        # kombu's Redis transport with a fetch that cannot lose a message (taskapp.broker).
+        "broker_transport": "taskapp.broker:Transport",
         "result_backend": redis_url(settings, redis.result_db, results=True),
         "broker_transport_options": {
             **transport,
