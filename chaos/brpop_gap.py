@@ -1,13 +1,15 @@
-"""`python -m chaos.brpop_gap [--rounds N]`: show kombu's BRPOP gap on the chaos lab.
+"""`python -m chaos.brpop_gap [--rounds N]`: cut off an idle worker and count what it loses.
 
 The only consuming host (chaos-worker1; chaos-worker2's workers are stopped) is cut off
-while its worker waits in BRPOP, and tasks are sent at once. Redis still counts the cut-off
-connection as a waiting client and pops the next message into it; after reconnection kombu
-pops one more on a new connection and fails to record it in `unacked` on a pooled one that is
-still stale. Either message is gone from the queue and from `unacked`, so no restore brings
-it back (RELIABILITY.md). Prints one JSON line a round; `make chaos` must have deployed the
-lab first. Not part of the suite: it measures a gap the bundle does not close, not a promise
-it keeps.
+while its worker waits for work, and tasks are sent at once. With kombu's own Redis transport
+this lost 2 of 3 tasks every round (chaos/evidence/brpop-gap-probe-2026-12-02.json): Redis
+still counted the cut-off connection as a waiting BRPOP client and popped the next message
+into it, and after reconnection kombu popped one more and failed to record it in `unacked`
+on a pooled connection that was still stale. taskapp.broker's fetch records a message in
+`unacked` in the same step that takes it, so such a message waits there for kombu's restore
+instead (RELIABILITY.md). Prints one JSON line a round; `make chaos` must have deployed the
+lab first. Not part of the suite: each round waits out the visibility timeout and the restore
+period, too slow to repeat there.
 """
 
 from __future__ import annotations
