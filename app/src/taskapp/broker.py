@@ -136,7 +136,12 @@ class Channel(kombu_redis.Channel):
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
             for name, args in commands:
                 getattr(pipe, name)(*args)
-            pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
+        # A token refused (the message just filled a noeviction broker) must not report an
+        # accepted message as refused: the producer could send it again.
+        for (_, args), reply in zip(commands, replies, strict=True):
+            if isinstance(reply, Exception) and args[0] != wake:
+                raise reply
 
     def _purge(self, queue: str) -> int:
         size: int = super()._purge(queue)

@@ -124,6 +124,23 @@ def test_ack_clears_the_record_and_an_empty_fetch_clears_stale_wake_tokens(
     assert admin.exists(wake) == 0
 
 
+def test_a_refused_wake_token_neither_fails_the_publish_nor_strands_the_message(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    # Refused the way a full broker refuses a token after accepting its message: an error reply.
+    queue = _queue("tokenless")
+    wake = f"{PREFIX}{queue.name}{SEP}{WAKE_SUFFIX}"
+    received: list[Message] = []
+    with _connection(redis_server, "taskapp.broker:Transport") as conn:
+        admin.set(wake, "not a list")
+        _publish(conn, queue, "accepted")
+        assert admin.llen(PREFIX + queue.name) == 1
+        with Consumer(conn, queues=[queue], accept=["json"], callbacks=[_keep(received)]):
+            conn.drain_events(timeout=5)  # a consumer fetches before it waits for a token
+        assert [m.payload for m in received] == ["accepted"]
+        received[0].ack()
+
+
 def test_a_no_ack_consumer_leaves_no_record(redis_server: RedisServer, admin: redis.Redis) -> None:
     queue = _queue("noack")
     received: list[Message] = []
