@@ -8,8 +8,8 @@ into it, and after reconnection kombu popped one more and failed to record it in
 on a pooled connection that was still stale. taskapp.broker's fetch records a message in
 `unacked` in the same step that takes it, so such a message waits there for kombu's restore
 instead (RELIABILITY.md). Prints one JSON line a round; `make chaos` must have deployed the
-lab first. Not part of the suite: each round waits out the visibility timeout and the restore
-period, too slow to repeat there.
+lab first. Experiment 7 of the suite runs the same round twice; this repeats it as often as
+asked.
 """
 
 from __future__ import annotations
@@ -17,35 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
 
-from chaos.lab import NETWORK, UNIT, Flow, Lab, on, run
-
-HOST, OTHER = "chaos-worker1", "chaos-worker2"
-
-
-def probe(lab: Lab, i: int, sent: int = 3, cut: float = 20) -> dict[str, Any]:
-    label = f"gap-{int(time.time())}"
-    flow = Flow(lab.celery(), label, seconds=0.1, interval=1, prefix=f"g{i}")
-    flow.send(2)  # the worker runs them and goes back to waiting in BRPOP
-    lab.wait_done(label, set(flow.accepted), 60)
-    time.sleep(0.3)
-    run("podman", "network", "disconnect", NETWORK, HOST)
-    flow.send(sent)
-    time.sleep(1.5)  # longer than kombu's BRPOP timeout: every waiting BRPOP has been answered
-    queued = lab.queue_length()
-    time.sleep(cut)
-    run("podman", "network", "connect", NETWORK, HOST)
-    # Visibility timeout and restore period pass: anything in unacked would be back by then.
-    waited = lab.wait_done(label, set(flow.accepted), lab.settings.celery.visibility_timeout + 120)
-    lost = flow.lost_tasks(lab.entries(label))
-    return {
-        "sent_during_cut": sent,
-        "still_queued_after_1_5_s": queued,
-        "lost": len(lost),
-        "lost_tasks": lost,
-        "waited_s": round(waited),
-    }
+from chaos.experiments import idle_cut
+from chaos.lab import UNIT, WORKERS, Lab, on
 
 
 def main() -> None:
@@ -53,12 +27,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     lab = Lab()
-    on(OTHER, f"systemctl stop {UNIT}")
+    on(WORKERS[1], f"systemctl stop {UNIT}")
     try:
         for i in range(args.rounds):
-            print(json.dumps(probe(lab, i)), flush=True)
+            print(json.dumps(idle_cut(lab, f"gap{i}-{int(time.time())}")), flush=True)
     finally:
-        on(OTHER, f"systemctl start {UNIT}")
+        on(WORKERS[1], f"systemctl start {UNIT}")
 
 
 if __name__ == "__main__":

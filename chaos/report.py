@@ -101,7 +101,9 @@ def headline(exp: dict[str, Any]) -> str:
         d = r["back_to_consuming_seconds"]
         return (
             f"{r['accepted']} tasks; {r['cut_seconds']} s cuts; consuming again p50 {d['p50']} s, "
-            f"max {d['max']} s; {r['executions_cut_midway']} executions cut midway; {base}"
+            f"max {d['max']} s; {r['executions_cut_midway']} executions cut midway; {base}; "
+            f"idle host cut {len(r['idle_cuts'])} times, {r['idle_cut_tasks']} tasks sent "
+            f"during the cuts, lost {r['idle_cut_lost']}"
         )
     return _fmt(r)
 
