@@ -104,7 +104,7 @@ def test_ack_clears_the_record_and_an_empty_fetch_clears_stale_wake_tokens(
     redis_server: RedisServer, admin: redis.Redis
 ) -> None:
     queue = _queue("acked")
-    wake = f"{PREFIX}{queue.name}{SEP}{WAKE_SUFFIX}"
+    wake = _wake_key(queue)
     received: list[Message] = []
     with _connection(redis_server, "taskapp.broker:Transport") as conn:
         for body in ("one", "two"):
@@ -129,7 +129,7 @@ def test_a_refused_wake_token_neither_fails_the_publish_nor_strands_the_message(
 ) -> None:
     # Refused the way a full broker refuses a token after accepting its message: an error reply.
     queue = _queue("tokenless")
-    wake = f"{PREFIX}{queue.name}{SEP}{WAKE_SUFFIX}"
+    wake = _wake_key(queue)
     received: list[Message] = []
     with _connection(redis_server, "taskapp.broker:Transport") as conn:
         admin.set(wake, "not a list")
@@ -172,6 +172,10 @@ def test_a_full_broker_refuses_publishing_but_still_hands_out_messages(
         assert admin.hlen(PREFIX + "unacked") == 1
         received[0].ack()
     assert admin.hlen(PREFIX + "unacked") == 0
+
+
+def _wake_key(queue: Queue) -> str:
+    return f"{PREFIX}{queue.name}{SEP}{WAKE_SUFFIX}"
 
 
 def _keep(into: list[Message]) -> Callable[[object, Message], None]:
