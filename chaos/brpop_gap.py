@@ -18,21 +18,16 @@ import argparse
 import json
 import time
 
-from chaos.experiments import idle_cut
-from chaos.lab import UNIT, WORKERS, Lab, on
+from chaos.experiments import idle_cuts
+from chaos.lab import Lab
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
-    lab = Lab()
-    on(WORKERS[1], f"systemctl stop {UNIT}")
-    try:
-        for i in range(args.rounds):
-            print(json.dumps(idle_cut(lab, f"gap{i}-{int(time.time())}")), flush=True)
-    finally:
-        on(WORKERS[1], f"systemctl start {UNIT}")
+    for result in idle_cuts(Lab(), f"gap-{int(time.time())}", args.rounds):
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

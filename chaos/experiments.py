@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from chaos.accounting import (
@@ -346,6 +346,16 @@ def idle_cut(lab: Lab, label: str, sent: int = 3, cut: float = 20) -> dict[str, 
     }
 
 
+def idle_cuts(lab: Lab, label: str, rounds: int) -> Iterator[dict[str, Any]]:
+    """Each round of idle_cut as it ends, with the other host's workers stopped meanwhile."""
+    _stop_unit(WORKERS[1])
+    try:
+        for i in range(rounds):
+            yield idle_cut(lab, f"{label}-idle{i}")
+    finally:
+        _start_unit(WORKERS[1])
+
+
 def network_cut(
     lab: Lab, repetitions: int = 3, cut: float = 25, bound: float = 120, idle_rounds: int = 2
 ) -> Result:
@@ -380,11 +390,7 @@ def network_cut(
     entries = lab.entries(label)
     held = len(interrupted_by(entries, events))
     delays = redelivery_delays(entries, events)
-    _stop_unit(WORKERS[1])
-    try:
-        idle = [idle_cut(lab, f"{label}-idle{i}") for i in range(idle_rounds)]
-    finally:
-        _start_unit(WORKERS[1])
+    idle = list(idle_cuts(lab, label, idle_rounds))
     idle_lost = sum(r["lost"] for r in idle)
     return {
         "repetitions": repetitions,
