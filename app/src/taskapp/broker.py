@@ -200,7 +200,8 @@ class Channel(kombu_redis.Channel):
         state = self._poll_state
         connection = self.client.connection
         try:
-            reply = self.client.parse_response(connection, "BRPOP" if state == _WAIT else "EVAL")
+            command = "BRPOP" if state == _WAIT else "EVAL"
+            reply = self.client.parse_response(connection, command, **options)
         except self.connection_errors:
             connection.disconnect()  # the next poll reconnects
             self._end_poll()
