@@ -23,6 +23,10 @@ def test_default_user_is_disabled(host: testinfra.host.Host, secrets: Secrets) -
     assert "WRONGPASS" in cli(host, "ping", user="default", password=secrets.admin)
     flags = cli(host, "acl", "getuser", "default", user="admin", password=secrets.admin)
     assert "off" in flags.splitlines()
+    # It holds every permission (the AOF replay runs as it, redis/redis #14541), so it must
+    # have no way in: no password, no nopass.
+    assert "nopass" not in flags.splitlines()
+    assert "WRONGPASS" in cli(host, "ping", user="default", password="x")
 
 
 def test_each_user_logs_in(host: testinfra.host.Host, secrets: Secrets) -> None:
