@@ -41,6 +41,17 @@ def bundle_commit() -> str:
     return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+def switch(mode: str) -> dict[str, Any]:
+    """Redeploy the chaos lab into a security mode; raises when the deploy fails."""
+    from chaos.lab import deploy
+
+    print(f"=== deploy.yml into mode {mode}", flush=True)
+    code, seconds, tail = deploy(mode=mode)
+    if code != 0:
+        raise RuntimeError(f"deploy.yml into mode {mode} failed:\n{tail}")
+    return {"mode": mode, "deploy_seconds": round(seconds)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--only", help="comma-separated experiment numbers (default: all)")
@@ -50,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         write_report(json.loads(RESULTS.read_text()))
         return 0
 
-    from chaos.experiments import EXPERIMENTS
-    from chaos.lab import Lab
+    from chaos.experiments import EXPERIMENTS, REDIS_EXPERIMENTS
+    from chaos.lab import MODES, Lab
 
     only = {int(x) for x in args.only.split(",")} if args.only else None
     lab = Lab()
@@ -64,30 +75,48 @@ def main(argv: list[str] | None = None) -> int:
             "task_time_limit": lab.settings.celery.task_time_limit,
             "task_soft_time_limit": lab.settings.celery.task_soft_time_limit,
         },
+        "modes": MODES,
+        "mode_switches": [],
         "experiments": [],
     }
-    for number, title, experiment in EXPERIMENTS:
-        if only and number not in only:
+    # Every experiment in the chaos inventory's own mode; then the Redis ones in each other
+    # mode, redeploying the lab into it, and back at the end.
+    for mode in MODES:
+        chosen = [
+            (number, title, experiment)
+            for number, title, experiment in EXPERIMENTS
+            if (only is None or number in only)
+            and (mode == "requirepass" or number in REDIS_EXPERIMENTS)
+        ]
+        if not chosen:
             continue
-        print(f"=== {number}. {title}", flush=True)
-        started = time.monotonic()
-        entry: dict[str, Any] = {"id": number, "title": title}
-        try:
-            entry.update(experiment(lab))
-        except Exception as exc:  # one broken experiment must not hide the others' figures
-            traceback.print_exc()
-            entry["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
-            lab.heal()
-        entry["seconds"] = round(time.monotonic() - started)
-        print(json.dumps(entry, indent=2), flush=True)
-        results["experiments"].append(entry)
+        if mode != "requirepass":
+            results["mode_switches"].append(switch(mode))
+            lab = Lab(mode)
+        for number, title, experiment in chosen:
+            print(f"=== {number}. {title} ({mode})", flush=True)
+            started = time.monotonic()
+            entry: dict[str, Any] = {"id": number, "title": title, "mode": mode}
+            try:
+                entry.update(experiment(lab))
+            except Exception as exc:  # one broken experiment must not hide the others' figures
+                traceback.print_exc()
+                entry["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+                lab.heal()
+            entry["seconds"] = round(time.monotonic() - started)
+            print(json.dumps(entry, indent=2), flush=True)
+            results["experiments"].append(entry)
+    if lab.mode != "requirepass":
+        results["mode_switches"].append(switch("requirepass"))
     results["duration_seconds"] = round(time.monotonic() - began)
     out = RESULTS if only is None else HERE.parent / ".lab/chaos/partial-results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     if only is None:
         write_report(results)
-    failed = [e["id"] for e in results["experiments"] if e.get("verdict") != "pass"]
+    failed = [
+        f"{e['id']} ({e['mode']})" for e in results["experiments"] if e.get("verdict") != "pass"
+    ]
     print(f"chaos: wrote {out}; experiments not passing: {failed or 'none'}")
     return 1 if failed else 0
 

@@ -24,7 +24,6 @@ from chaos.lab import (
     WORKERS,
     Flow,
     Lab,
-    deploy,
     flowing,
     kill_workers,
     on,
@@ -154,11 +153,15 @@ def _redis_sigkill_round(lab: Lab, label: str, tasks: int) -> dict[str, Any]:
     survived = lab.queue_length() - before
     lab.workers("start")
     lab.wait_done(label, set(flow.accepted), timeout=150 if survived else 20)
+    time.sleep(5)  # a revived message's execution still gets counted
     counts = tally(flow.accepted, lab.entries(label)).as_dict()
     return {
         "accepted": len(flow.accepted),
         "queued_before_kill": queued,
         "queued_after_restart": survived,
+        # Messages on the queue after the restart that were not there before the kill: tasks
+        # already consumed, put back by a replay that dropped their fetch and ack.
+        "revived": max(survived - queued, 0),
         "redis_pid_changed": pid != new_pid,
         "executed": counts["executed"],
         "lost": counts["lost"],
@@ -173,7 +176,7 @@ def redis_sigkill(lab: Lab, tasks: int = 1000, repetitions: int = 2) -> Result:
     try:
         for i in range(repetitions):
             rounds["aof"].append(_redis_sigkill_round(lab, _label(f"aof{i}"), tasks))
-        code, seconds, tail = deploy("--tags", "redis", "-e", "redis_persistence=none")
+        code, seconds, tail = lab.deploy("--tags", "redis", "-e", "redis_persistence=none")
         if code != 0:
             raise RuntimeError(f"deploy with redis_persistence=none failed:\n{tail}")
         deploys["to_none"] = round(seconds)
@@ -181,21 +184,26 @@ def redis_sigkill(lab: Lab, tasks: int = 1000, repetitions: int = 2) -> Result:
         for i in range(repetitions):
             rounds["none"].append(_redis_sigkill_round(lab, _label(f"none{i}"), tasks))
     finally:
-        code, seconds, tail = deploy("--tags", "redis")
+        code, seconds, tail = lab.deploy("--tags", "redis")
         deploys["back_to_aof"] = round(seconds)
         lab.wait_redis()
         lab.workers("start")
     appendonly = lab.broker.config_get("appendonly")
     if code != 0 or appendonly.get("appendonly") != "yes":
         raise RuntimeError(f"restoring AOF failed ({appendonly}):\n{tail}")
-    aof_ok = all(r["queued_after_restart"] >= tasks and r["lost"] == 0 for r in rounds["aof"])
+    aof_ok = all(
+        r["queued_after_restart"] == r["queued_before_kill"] == tasks
+        and r["lost"] == 0
+        and r["duplicates"] == 0
+        for r in rounds["aof"]
+    )
     return {
         "repetitions": repetitions * 2,
         "counted": f"of {tasks} queued tasks, how many were queued after the restart and ran",
         "result": {"rounds": rounds, "deploy_seconds": deploys},
         "verdict": _verdict(aof_ok),
-        "criterion": f"AOF everysec: {tasks}/{tasks} survive and run (persistence off is shown, "
-        "not judged)",
+        "criterion": f"AOF everysec: exactly the {tasks} queued tasks are queued after the "
+        "restart (none revived), each runs once (persistence off is shown, not judged)",
     }
 
 
@@ -223,17 +231,28 @@ def redis_restart(lab: Lab, repetitions: int = 5, bound: float = 60) -> Result:
             stuck += len(pending)
     # A worker that crashed on the restart leaves its tasks to the redelivery sweep.
     counts = _settle(lab, label, flow, timeout=lab.settings.celery.visibility_timeout + 130)
+    # At-least-once delivery allows one duplicate per pool process and restart: a task that
+    # completed as Redis went down, whose acknowledgement never arrived. More means consumed
+    # tasks came back from the restarted Redis.
+    allowed = repetitions * len(WORKERS) * lab.processes_per_host()
     return {
         "repetitions": repetitions,
-        "counted": "per worker host: seconds from Redis answering again to its next task start",
+        "counted": (
+            "per worker host: seconds from Redis answering again to its next task start; "
+            "lost; duplicate executions"
+        ),
         "result": {
             **counts,
             "worker_resumptions": summary(resumed),
             "workers_not_resumed_within_bound": stuck,
             "bound_seconds": bound,
+            "duplicates_allowed": allowed,
         },
-        "verdict": _verdict(stuck == 0 and counts["lost"] == 0),
-        "criterion": f"every worker resumes within {bound:.0f} s, lost 0",
+        "verdict": _verdict(stuck == 0 and counts["lost"] == 0 and counts["duplicates"] <= allowed),
+        "criterion": (
+            f"every worker resumes within {bound:.0f} s, lost 0, duplicates at most one per "
+            f"pool process and restart ({allowed})"
+        ),
     }
 
 
@@ -299,7 +318,7 @@ def rolling_deploy(lab: Lab) -> Result:
     with flowing(Flow(lab.celery(), label, seconds=2.0, interval=0.7)) as flow:
         for args in changes:
             before = {h: _invocation(h) for h in WORKERS}
-            code, seconds, tail = deploy(*args)
+            code, seconds, tail = lab.deploy(*args)
             restarted = sum(_invocation(h) != before[h] for h in WORKERS)
             deploys.append({"exit": code, "seconds": round(seconds), "hosts_restarted": restarted})
             if code != 0:
@@ -441,6 +460,10 @@ def _invocation(host: str) -> str:
 def _verdict(ok: bool) -> str:
     return "pass" if ok else "FAIL"
 
+
+# The experiments that depend on how Redis stores and replays what it was sent: run again in
+# every security mode (chaos.lab.MODES), since ACL mode replays its AOF differently.
+REDIS_EXPERIMENTS = {3, 4}
 
 EXPERIMENTS: list[tuple[int, str, Callable[[Lab], Result]]] = [
     (1, "Worker SIGKILL mid-task", worker_sigkill),

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
-import re
 import subprocess
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import redis
+import yaml
 from celery import Celery
 
 from chaos.accounting import Entry, never_completed, parse_entries
-from taskapp.config import Settings, celery_config, load_settings
+from taskapp.config import Settings, celery_config, parse_settings
 from taskapp.tasks import EXECUTIONS_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "chaos/inventory"
-STATE = REPO / ".lab/chaos"
+VAULT = INVENTORY / "group_vars/all/vault.yml"
+# The bundle's own CA and certificates on the controller (redis_tls_source: bundle).
+PKI = REPO / "build/pki"
 NETWORK = "bundle-chaos"
 REDIS_HOST = "chaos-redis1"
 WORKERS = ("chaos-worker1", "chaos-worker2")
@@ -43,11 +47,28 @@ def on(host: str, command: str, timeout: float = 120, check: bool = True) -> str
     return run("podman", "exec", host, "sh", "-c", command, timeout=timeout, check=check)
 
 
-def deploy(*args: str, timeout: float = 900) -> tuple[int, float, str]:
-    """ansible-playbook deploy.yml on the chaos inventory: (exit code, seconds, output tail)."""
+# The security modes the Redis experiments run in: extra variables over the chaos inventory
+# (which is requirepass, plain TCP). The same switches a user sets in group_vars/all.
+MODES: dict[str, dict[str, Any]] = {
+    "requirepass": {},
+    "acl+tls": {"redis_auth_mode": "acl", "redis_tls": True},
+}
+
+
+def deploy(*args: str, mode: str = "requirepass", timeout: float = 900) -> tuple[int, float, str]:
+    """ansible-playbook deploy.yml on the chaos inventory in a security mode: (exit code,
+    seconds, output tail)."""
     began = time.monotonic()
+    extra = ["-e", json.dumps(MODES[mode])] if MODES[mode] else []
     proc = subprocess.run(
-        [str(REPO / ".venv/bin/ansible-playbook"), "deploy.yml", "-i", str(INVENTORY), *args],
+        [
+            str(REPO / ".venv/bin/ansible-playbook"),
+            "deploy.yml",
+            "-i",
+            str(INVENTORY),
+            *extra,
+            *args,
+        ],
         cwd=REPO,
         env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
         capture_output=True,
@@ -59,24 +80,42 @@ def deploy(*args: str, timeout: float = 900) -> tuple[int, float, str]:
 
 
 class Lab:
-    """Handles on the running chaos lab, built from the workers' own config file."""
+    """Handles on the running chaos lab in one security mode, built from the workers' own
+    config file: Celery as the workers' user, Redis as the admin (who may read every key)."""
 
-    def __init__(self) -> None:
-        text = on(WORKERS[0], "cat /etc/taskapp/config.toml")
-        text = re.sub(r'(?m)^host = ".*"$', 'host = "127.0.0.1"', text, count=1)
-        text = re.sub(r"(?m)^port = \d+$", f"port = {PORT}", text, count=1)
-        STATE.mkdir(parents=True, exist_ok=True)
-        self.config_path = STATE / "chaos-controller.toml"
-        self.config_path.touch(mode=0o600)
-        self.config_path.write_text(text)
-        self.settings: Settings = load_settings(self.config_path)
+    def __init__(self, mode: str = "requirepass") -> None:
+        self.mode = mode
+        data = tomllib.loads(on(WORKERS[0], "cat /etc/taskapp/config.toml"))
+        # The controller reaches Redis through the published port, with the same worker host's
+        # certificate from the bundle's PKI.
+        data["redis"].update(host="127.0.0.1", port=PORT)
+        tls = data["redis"].get("tls", {})
+        if tls.get("enabled"):
+            tls.update(
+                ca_file=str(PKI / "ca.crt"),
+                cert_file=str(PKI / f"{WORKERS[0]}.crt"),
+                key_file=str(PKI / f"{WORKERS[0]}.key"),
+            )
+        self.settings: Settings = parse_settings(data)
         r = self.settings.redis
-        self.broker = redis.Redis(
-            "127.0.0.1", PORT, db=r.broker_db, password=r.password, decode_responses=True
-        )
-        self.results = redis.Redis(
-            "127.0.0.1", PORT, db=r.result_db, password=r.password, decode_responses=True
-        )
+        admin: dict[str, Any] = {
+            "username": "admin" if r.username else None,
+            "password": str(yaml.safe_load(VAULT.read_text())["vault_redis_password"]),
+            "decode_responses": True,
+        }
+        if r.tls.enabled:
+            admin.update(
+                ssl=True,
+                ssl_ca_certs=r.tls.ca_file,
+                ssl_certfile=r.tls.cert_file,
+                ssl_keyfile=r.tls.key_file,
+            )
+        self.broker = redis.Redis("127.0.0.1", PORT, db=r.broker_db, **admin)
+        self.results = redis.Redis("127.0.0.1", PORT, db=r.result_db, **admin)
+
+    def deploy(self, *args: str, timeout: float = 900) -> tuple[int, float, str]:
+        """deploy.yml in this lab's security mode."""
+        return deploy(*args, mode=self.mode, timeout=timeout)
 
     def celery(self) -> Celery:
         """A fresh producer app: nothing cached from a Redis that has since lost its keys."""
@@ -90,7 +129,7 @@ class Lab:
         return parse_entries(raw)
 
     def queue_length(self, queue: str = "celery") -> int:
-        return int(self.broker.llen(queue))
+        return int(self.broker.llen(f"{self.settings.redis.key_prefix}{queue}"))
 
     def wait_queue_empty(self, timeout: float = 300) -> int:
         """Wait until an earlier experiment's backlog has run; what was left when giving up."""
@@ -133,6 +172,17 @@ class Lab:
                 break
             time.sleep(2)
         return time.monotonic() - began
+
+    def processes_per_host(self) -> int:
+        """Processes that run tasks on the first worker host: a solo node's own, or a prefork
+        node's children (each host runs the same instances)."""
+        out = on(
+            WORKERS[0],
+            "for u in $(systemctl list-units 'celery-worker@*' --state=running --plain "
+            "--no-legend | cut -d' ' -f1); do p=$(systemctl show -p MainPID --value $u); "
+            "n=$(pgrep -c -P $p); echo $((n > 0 ? n : 1)); done",
+        )
+        return sum(int(n) for n in out.split())
 
     # Faults and repairs -------------------------------------------------------------------
 

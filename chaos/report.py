@@ -70,18 +70,24 @@ def headline(exp: dict[str, Any]) -> str:
         return f"{r['accepted']} tasks; {'; '.join(parts)}; {base}"
     if n == 3:
         parts = []
-        for mode, rounds in r["rounds"].items():
+        for persistence, rounds in r["rounds"].items():
             kept = ", ".join(
                 f"{x['queued_after_restart']}/{x['queued_before_kill']}" for x in rounds
             )
             lost = sum(x["lost"] for x in rounds)
-            parts.append(f"{mode}: kept {kept}, lost {lost}")
+            revived = sum(x.get("revived", 0) for x in rounds)
+            duplicates = sum(x["duplicates"] for x in rounds)
+            parts.append(
+                f"{persistence}: kept {kept}, revived {revived}, lost {lost}, "
+                f"duplicates {duplicates}"
+            )
         return "; ".join(parts)
     if n == 4:
         d = r["worker_resumptions"]
         return (
             f"{r['accepted']} tasks; workers resumed p50 {d['p50']} s, max {d['max']} s, "
-            f"{r['workers_not_resumed_within_bound']} never; {base}, "
+            f"{r['workers_not_resumed_within_bound']} never; {base} "
+            f"(allowed {r.get('duplicates_allowed', '-')}), "
             f"{r['refused_at_send']} sends refused during restarts"
         )
     if n == 5:
@@ -108,6 +114,14 @@ def headline(exp: dict[str, Any]) -> str:
     return _fmt(r)
 
 
+def _mode(exp: dict[str, Any]) -> str:
+    """The Redis security mode the experiment ran in (runs before modes existed: requirepass)."""
+    return MODE_NAMES[exp.get("mode", "requirepass")]
+
+
+MODE_NAMES = {"requirepass": "requirepass, plain TCP", "acl+tls": "ACL users, mutual TLS"}
+
+
 def render(results: dict[str, Any]) -> str:
     lines = [
         "# Reliability, proven with counts",
@@ -117,18 +131,18 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"Date: {results['date']}. Suite duration: {results['duration_seconds']} s.",
         "",
-        "| # | experiment | repetitions | counted | result | verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| # | experiment | Redis mode | repetitions | counted | result | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for exp in results["experiments"]:
         lines.append(
-            f"| {exp['id']} | {exp['title']} | {exp.get('repetitions', '-')} | "
+            f"| {exp['id']} | {exp['title']} | {_mode(exp)} | {exp.get('repetitions', '-')} | "
             f"{exp.get('counted', '-')} | {headline(exp)} | "
             f"{exp.get('verdict', 'error')} ({exp.get('criterion', '')}) |"
         )
     lines += ["", "## Details", ""]
     for exp in results["experiments"]:
-        lines.append(f"### {exp['id']}. {exp['title']}")
+        lines.append(f"### {exp['id']}. {exp['title']} ({_mode(exp)})")
         lines.append("")
         lines.append(f"Took {exp.get('seconds', '-')} s. Criterion: {exp.get('criterion', '-')}.")
         lines.append("")

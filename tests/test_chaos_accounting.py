@@ -121,12 +121,39 @@ def test_report_renders_every_experiment_and_an_error() -> None:
                 },
             },
             {"id": 6, "title": "Rolling deploy under load", "error": "RuntimeError: boom"},
+            {
+                "id": 3,
+                "title": "Redis SIGKILL",
+                "mode": "acl+tls",
+                "repetitions": 1,
+                "counted": "c",
+                "verdict": "FAIL",
+                "result": {
+                    "rounds": {
+                        "aof": [
+                            {
+                                "queued_before_kill": 10,
+                                "queued_after_restart": 14,
+                                "revived": 4,
+                                "lost": 0,
+                                "duplicates": 4,
+                            }
+                        ]
+                    }
+                },
+            },
         ],
     }
     text = render(results)
     assert (
-        "| 5 | Broker memory full | 1 | c | accepted 9, refused 100, evicted_keys 0, lost 0" in text
+        "| 5 | Broker memory full | requirepass, plain TCP | 1 | c | accepted 9, refused 100, "
+        "evicted_keys 0, lost 0" in text
     )
+    assert (
+        "| 3 | Redis SIGKILL | ACL users, mutual TLS | 1 | c | aof: kept 14/10, revived 4, "
+        "lost 0, duplicates 4 | FAIL" in text
+    )
+    assert "### 3. Redis SIGKILL (ACL users, mutual TLS)" in text
     assert "error: RuntimeError: boom" in text
     assert "| redis_server | 7.0.15 |" in text
     assert headline(results["experiments"][1]) == "error: RuntimeError: boom"  # type: ignore[index]
