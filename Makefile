@@ -35,7 +35,17 @@ chaos: bootstrap
 chaos-down:
 	$(CHAOS_LAB) scripts/lab.sh down
 
-test: bootstrap lint test-app test-bundle test-molecule
+# Each stage's wall time goes to build/timings.json (scripts/timings.py publish puts a clean
+# clone's run in the README).
+TIMED := python3 scripts/timings.py run
+SUBMAKE := $(MAKE) --no-print-directory
+
+test:
+	$(TIMED) bootstrap -- $(SUBMAKE) bootstrap
+	$(TIMED) lint -- $(SUBMAKE) lint
+	$(TIMED) test-app -- $(SUBMAKE) test-app
+	$(TIMED) test-bundle -- $(SUBMAKE) test-bundle
+	$(SUBMAKE) test-molecule
 
 lint:
 	yamllint --strict .
@@ -54,7 +64,7 @@ test-molecule:
 	export BUNDLE_BASE_IMAGE=$$(cat $(VENV)/base-image); \
 	for s in $(SCENARIOS); do \
 	  echo "=== molecule test -s $$s"; \
-	  molecule test -s $$s; \
+	  $(TIMED) "molecule $$s" -- molecule test -s $$s; \
 	done
 
 # Benchmarks on their own lab (bench/inventory, containers bench-*): BENCHMARKS.md and

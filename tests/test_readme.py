@@ -66,3 +66,13 @@ def test_readme_says_why_each_debian_package_is_there() -> None:
     assert "iptables" in names
     missing = [n for n in names if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", said)]
     assert not missing, f"README does not say why bootstrap installs: {missing}"
+
+
+def test_readme_test_timings_are_the_recorded_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts/timings.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
