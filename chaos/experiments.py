@@ -26,9 +26,8 @@ from chaos.lab import (
     Lab,
     flowing,
     kill_workers,
-    on,
-    run,
 )
+from testkit import on, run
 
 Result = dict[str, Any]
 # kombu 5.7's Redis transport sweeps unacked messages every unacked_restore_interval (10 s)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
-import subprocess
 import threading
 import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -21,8 +18,8 @@ from celery import Celery
 from chaos.accounting import Entry, never_completed, parse_entries
 from taskapp.config import Settings, celery_config, parse_settings
 from taskapp.tasks import EXECUTIONS_KEY
+from testkit import REPO, on, playbook, run
 
-REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "chaos/inventory"
 VAULT = INVENTORY / "group_vars/all/vault.yml"
 # The bundle's own CA and certificates on the controller (redis_tls_source: bundle).
@@ -35,18 +32,6 @@ PORT = 16380  # chaos-redis1's 6379, published on the controller's loopback
 TASK = "taskapp.record_work"
 
 
-def run(*argv: str, timeout: float = 120, check: bool = True) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
-
-
-def on(host: str, command: str, timeout: float = 120, check: bool = True) -> str:
-    """Run a shell command inside a lab host."""
-    return run("podman", "exec", host, "sh", "-c", command, timeout=timeout, check=check)
-
-
 # The security modes the Redis experiments run in: extra variables over the chaos inventory
 # (which is requirepass, plain TCP). The same switches a user sets in group_vars/all.
 MODES: dict[str, dict[str, Any]] = {
@@ -56,26 +41,10 @@ MODES: dict[str, dict[str, Any]] = {
 
 
 def deploy(*args: str, mode: str = "requirepass", timeout: float = 900) -> tuple[int, float, str]:
-    """ansible-playbook deploy.yml on the chaos inventory in a security mode: (exit code,
-    seconds, output tail)."""
+    """deploy.yml on the chaos inventory in a security mode: (exit code, seconds, output tail)."""
     began = time.monotonic()
     extra = ["-e", json.dumps(MODES[mode])] if MODES[mode] else []
-    proc = subprocess.run(
-        [
-            str(REPO / ".venv/bin/ansible-playbook"),
-            "deploy.yml",
-            "-i",
-            str(INVENTORY),
-            *extra,
-            *args,
-        ],
-        cwd=REPO,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    proc = playbook("deploy.yml", INVENTORY, *extra, *args, timeout=timeout)
     return proc.returncode, time.monotonic() - began, (proc.stdout + proc.stderr)[-3000:]
 
 

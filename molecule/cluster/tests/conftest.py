@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,9 @@ from taskapp.config import celery_config, load_settings
 
 SCENARIO = Path(__file__).resolve().parents[1]
 REPO = SCENARIO.parents[1]
+sys.path.insert(0, str(REPO))
+from testkit import molecule_inventory, on, playbook  # noqa: E402  (needs the repository's root)
+
 # Redis's port as published on the controller's loopback by molecule.yml.
 CONTROLLER_PORT = 16396
 WORKERS = ["mol-cluster-worker1", "mol-cluster-worker2"]
@@ -25,19 +28,6 @@ CELERY = (
     "TASKAPP_CONFIG=/etc/taskapp/config.toml "
     "/opt/taskapp/current/venv/bin/celery --app taskapp.app:app"
 )
-
-
-def on(host: str, command: str, timeout: float = 120) -> str:
-    """Run command on a scenario host (a podman container); its stdout, or the test fails."""
-    proc = subprocess.run(
-        ["podman", "exec", host, "sh", "-c", command],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.returncode == 0, f"{host}: {command}\n{proc.stdout}{proc.stderr}"
-    return proc.stdout
 
 
 def instances(host: str) -> list[dict[str, Any]]:
@@ -72,18 +62,6 @@ def client(controller_config: Path) -> Iterator[Celery]:
     app.close()
 
 
-def deploy(*args: str, timeout: float = 420) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook against the scenario's own inventory (as molecule wrote it)."""
-    # The directory: the inventory file with its group_vars and host_vars links.
-    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
-    env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
-    return subprocess.run(
-        ["ansible-playbook", "-i", inventory, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+def deploy(name: str, *args: str, timeout: float = 420) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook NAME against the scenario's own inventory (as molecule wrote it)."""
+    return playbook(name, molecule_inventory(), *args, timeout=timeout)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,9 @@ import testinfra
 import yaml
 
 REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO))
+from testkit import molecule_inventory, playbook  # noqa: E402  (needs the repository's root)
+
 SCENARIO = Path(__file__).resolve().parents[1]
 PKI = REPO / "build/pki"
 # Redis's TLS ports as published on the controller's loopback by molecule.yml:
@@ -72,19 +75,7 @@ def worker_host() -> testinfra.host.Host:
 
 def deploy(*args: str, timeout: float = 420) -> subprocess.CompletedProcess[str]:
     """ansible-playbook deploy.yml against the scenario's own inventory (as molecule wrote it)."""
-    # The directory: the inventory file with its group_vars and host_vars links.
-    inventory = str(Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent)
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
-    return subprocess.run(
-        ["ansible-playbook", "-i", inventory, "deploy.yml", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return playbook("deploy.yml", molecule_inventory(), *args, timeout=timeout)
 
 
 @pytest.fixture
