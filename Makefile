@@ -13,7 +13,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := false
 export PY_COLORS := 0
 
-SCENARIOS := $(notdir $(wildcard molecule/*))
+SCENARIOS := $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml))
 
 .PHONY: lab lab-down chaos chaos-down test lint test-app test-bundle test-molecule bootstrap lock clean bench bench-tasks bench-deploy bench-down
 
