@@ -36,6 +36,20 @@ messages every `unacked_restore_interval` x `unacked_restore_throttle`
 (10 x 10 s), so redelivery is bounded by the visibility timeout plus 100 s.
 Each host runs one prefork instance of 2 processes, prefetch 1,
 `task_acks_late` and `task_reject_on_worker_lost` (the bundle's defaults).
+
+Every experiment runs in the chaos inventory's own Redis mode (`requirepass`,
+plain TCP). The Redis experiments (3 and 4) then run again with the lab
+redeployed with `redis_auth_mode: acl` and `redis_tls: true` (ACL users,
+mutual TLS; the workers log in as the least-privilege `celery` user under the
+`taskapp:` key prefix, the controller reads Redis as `admin` with a worker
+host's certificate), and the lab is deployed back to its own mode at the end.
+Redis replays its append-only file differently in ACL mode (as the `default`
+user, whose permissions it checks at each `EXEC`), so what survives a
+restart must be measured there too. Experiment 3 counts *revived* messages
+(queued after the restart but not before the kill: consumed tasks put back)
+and passes only with none; experiment 4 allows one duplicate per pool
+process and restart (an acknowledgement lost with the connection) and no
+more.
 """
 
 
