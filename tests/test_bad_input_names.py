@@ -60,6 +60,13 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str], list[str]]] = 
         ['redis_port must be a whole number, got the string "6379"', "Set it in the inventory"],
     ),
     (
+        "a misspelt instance key",
+        {},
+        {"celery_worker_instances": [{"name": "io", "concurency": 2}]},
+        [],
+        ["celery_worker_instances entry io: concurency is not a key", "did you mean concurrency?"],
+    ),
+    (
         "an instance key as a string",
         {},
         {"celery_worker_instances": [{"name": "io", "concurrency": "3"}]},

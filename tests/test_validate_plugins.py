@@ -128,6 +128,18 @@ TYPE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ],
     ),
     (
+        "a misspelt key of an entry",
+        {"celery_worker_instances": [{"name": "io", "concurency": 2, "colour": "red"}]},
+        [
+            "celery_worker_instances entry io: concurency is not a key of celery_worker_instances"
+            " (did you mean concurrency?). Fix its name in the inventory, or remove it.",
+            "celery_worker_instances entry io: colour is not a key of celery_worker_instances"
+            " (keys: name, queues, pool, kind, nodes, concurrency, autoscale, prefetch_multiplier,"
+            " soft_time_limit, time_limit, timeout_stop_sec, max_tasks_per_child,"
+            " max_memory_per_child_kb, memory_max). Fix its name in the inventory, or remove it.",
+        ],
+    ),
+    (
         "two at once, in name order",
         {"redis_port": "1", "celery_worker_nodes": "2"},
         [

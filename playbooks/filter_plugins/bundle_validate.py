@@ -136,7 +136,8 @@ def _value_errors(where: str, key: str, value: object, opt: Mapping[str, Any]) -
 
 
 def _entry_errors(where: str, key: str, value: object, opt: Mapping[str, Any]) -> list[str]:
-    """The type errors of the keys of a list's mappings (celery_worker_instances) or a mapping's."""
+    """The errors of the keys of a list's mappings (celery_worker_instances) or a mapping's:
+    unknown keys, and values of the wrong type."""
     suboptions = opt.get("options")
     if not suboptions:
         return []
@@ -147,6 +148,16 @@ def _entry_errors(where: str, key: str, value: object, opt: Mapping[str, Any]) -
         if not isinstance(entry, Mapping):
             continue  # no element type declared to report it against
         prefix = f"{key} entry {_entry_label(entry, position)}: " if kind == "list" else f"{key}: "
+        # A misspelt key is refused by Ansible's own argument validation too, but
+        # in a dump of the whole spec; this names the key and the closest one.
+        for sub in entry:
+            if sub not in suboptions:
+                close = difflib.get_close_matches(str(sub), list(suboptions), n=1)
+                hint = f"did you mean {close[0]}?" if close else f"keys: {', '.join(suboptions)}"
+                errors.append(
+                    f"{where}{prefix}{sub} is not a key of {key} ({hint})."
+                    " Fix its name in the inventory, or remove it."
+                )
         for sub, sub_opt in suboptions.items():
             sub_value = entry.get(sub)
             if sub_value is not None:
@@ -155,7 +166,8 @@ def _entry_errors(where: str, key: str, value: object, opt: Mapping[str, Any]) -
 
 
 def type_errors(variables: Mapping[str, Any], roles: Mapping[str, Options]) -> list[str]:
-    """Messages for the declared variables set with a value of the wrong type."""
+    """Messages for the declared variables set with a value of the wrong type (and, in
+    their nested entries, for keys the spec does not declare)."""
     errors: list[str] = []
     for name, opt in sorted(_declared(roles).items()):
         try:
