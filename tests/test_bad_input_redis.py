@@ -107,6 +107,11 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         {"redis_tls": True, "redis_tls_protocols": ["TLSv1.1", "TLSv1.2"]},
         ["redis_tls_protocols", "TLSv1.2"],
     ),
+    (
+        "bind entry that is not an IP address",
+        {"redis_bind": ["127.0.0.1", "redis1.example.internal"]},
+        ["redis_bind: 'redis1.example.internal' is not an IP address", "leave redis_bind empty"],
+    ),
 ]
 
 

@@ -103,6 +103,16 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         {"celery_worker_beat_schedule": {"tick": {"task": "taskapp.record"}}},
         ["celery_worker_beat_schedule", "every"],
     ),
+    (
+        "queue name with a space",
+        {"celery_worker_instances": [{"name": "default", "queues": ["celery", "cpu", "io x"]}]},
+        ["celery_worker_instances entry default: queue 'io x' may hold only letters"],
+    ),
+    (
+        "route to a queue name with a comma",
+        {"celery_worker_task_routes": {"taskapp.fetch_url": "io,cpu"}},
+        ["celery_worker_task_routes: queue 'io,cpu' may hold only letters", "Rename the queue"],
+    ),
 ]
 
 

@@ -16,7 +16,9 @@ from jinja2.exceptions import UndefinedError
 
 sys.path.insert(0, str(REPO / "playbooks/filter_plugins"))
 sys.path.insert(0, str(REPO / "roles/celery_worker/filter_plugins"))
+sys.path.insert(0, str(REPO / "roles/redis/filter_plugins"))
 # Filter plugin files, not installed modules.
+import bundle_redis_validate
 import bundle_validate
 import bundle_worker_validate
 
@@ -434,6 +436,14 @@ NODE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("good autoscale", {"autoscale": [4, 0]}, []),
     ("bad name", {"name": "a b"}, [ENTRY + "the name may hold only letters, digits, - and _."]),
     (
+        "queue with a space",
+        {"queues": ["celery", "x y"]},
+        [
+            ENTRY + "queue 'x y' may hold only letters, digits and . : - _ (it goes on the"
+            " worker's command line)."
+        ],
+    ),
+    (
         "name with a newline",
         {"name": "cpu\n"},
         [ENTRY + "the name may hold only letters, digits, - and _."],
@@ -536,3 +546,41 @@ def test_an_instance_of_several_nodes_is_reported_once() -> None:
         ENTRY
         + "concurrency must be at least 1 (got 0); leave it unset to derive it from the vCPUs."
     ]
+
+
+@pytest.mark.parametrize(
+    ("binds", "expected"),
+    [
+        ([], []),
+        (["127.0.0.1", "10.0.0.5", "::1", "fe80::1"], []),
+        (["0.0.0.0"], ["redis_bind: '0.0.0.0' is a wildcard"]),
+        (["::", "*"], ["redis_bind: '::' is a wildcard", "redis_bind: '*' is a wildcard"]),
+        (["redis1.example.internal"], ["redis_bind: 'redis1.example.internal' is not an IP"]),
+        (["10.0.0.5/24"], ["redis_bind: '10.0.0.5/24' is not an IP"]),
+        ("10.0.0.5", []),
+    ],
+)
+def test_redis_bind_errors(binds: object, expected: list[str]) -> None:
+    errors = bundle_redis_validate.bundle_redis_bind_errors(binds)
+    assert len(errors) == len(expected), errors
+    for error, start in zip(errors, expected, strict=True):
+        assert error.startswith(start), error
+
+
+@pytest.mark.parametrize(
+    ("queues", "expected"),
+    [
+        ("celery", []),
+        (["celery", "cpu.high", "io:2", "a_b-c"], []),
+        ({"taskapp.x": "cpu", "taskapp.y": "io"}, []),
+        ("high priority", ["V: queue 'high priority' may hold only letters"]),
+        (["ok", "a,b", "c d"], ["V: queue 'a,b' may hold", "V: queue 'c d' may hold"]),
+        ({"taskapp.x": "cpu io"}, ["V: queue 'cpu io' may hold"]),
+        ("", []),  # empty: the role's own "is empty" check names it
+    ],
+)
+def test_queue_name_errors(queues: object, expected: list[str]) -> None:
+    errors = bundle_worker_validate.bundle_queue_name_errors(queues, "V")
+    assert len(errors) == len(expected), errors
+    for error, start in zip(errors, expected, strict=True):
+        assert error.startswith(start), error

@@ -32,6 +32,8 @@ ONE_OF_EACH_KIND = {
     "unknown policy",
     "number as a string",
     "wildcard bind",
+    "bind entry that is not an IP address",
+    "queue name with a space",
     "maxmemory larger than the host's RAM",
     "broker and results instances larger than the host's RAM together",
     "TLS certificate file missing",

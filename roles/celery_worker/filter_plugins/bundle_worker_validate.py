@@ -12,6 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")
+# A queue name reaches `celery worker --queues a,b` through the unit's environment, where a
+# space splits the arguments and a comma the queues: the worker would not start.
+QUEUE = re.compile(r"[A-Za-z0-9_.:-]+")
+QUEUE_RULE = "may hold only letters, digits and . : - _ (it goes on the worker's command line)"
 
 
 def _number(value: object) -> float | None:
@@ -72,6 +76,9 @@ def node_errors(node: Mapping[str, Any], visibility_timeout: object) -> list[str
         errors.append(
             f"it must consume at least one queue (got {_list(node.get('queues') or [])})."
         )
+    for queue in node.get("queues") or []:
+        if not QUEUE.fullmatch(str(queue)):
+            errors.append(f"queue {queue!r} {QUEUE_RULE}.")
     if autoscale and not (
         len(autoscale) == 2
         and _at_least(autoscale[0], 1)
@@ -121,8 +128,29 @@ def bundle_worker_instance_errors(
     return messages
 
 
+def bundle_queue_name_errors(queues: object, variable: str) -> list[str]:
+    """Filter: the queue names a routing variable holds | bundle_queue_name_errors(its name).
+
+    One message per name a worker could not be started with (see QUEUE).
+    """
+    if isinstance(queues, Mapping):
+        names = list(queues.values())
+    elif isinstance(queues, list | tuple):
+        names = list(queues)
+    else:
+        names = [queues]
+    return [
+        f"{variable}: queue {name!r} {QUEUE_RULE}. Rename the queue."
+        for name in names
+        if isinstance(name, str) and name and not QUEUE.fullmatch(name)
+    ]
+
+
 class FilterModule:
     """The celery_worker role's filters."""
 
     def filters(self) -> dict[str, Any]:
-        return {"bundle_worker_instance_errors": bundle_worker_instance_errors}
+        return {
+            "bundle_worker_instance_errors": bundle_worker_instance_errors,
+            "bundle_queue_name_errors": bundle_queue_name_errors,
+        }
