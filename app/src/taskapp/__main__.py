@@ -1,4 +1,4 @@
-"""`python -m taskapp smoke|ping-workers|drain`: checks and operations after a deploy."""
+"""`python -m taskapp smoke|ping-workers`: checks after a deploy."""
 
 import argparse
 import sys
@@ -8,7 +8,6 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from taskapp.config import ConfigError
-from taskapp.drain import drain
 from taskapp.smoke import ping_workers, run_smoke
 
 # What an unreachable or misconfigured Redis raises: kombu for the broker, redis-py and Celery's
@@ -34,16 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     smoke.add_argument("--queue", help="queue to send to (default: celery.default_queue)")
     ping = commands.add_parser("ping-workers", help="list the workers answering a control ping")
     ping.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for replies")
-    stop = commands.add_parser("drain", help="stop a worker consuming and wait for its tasks")
-    stop.add_argument("worker", help="the worker's name, NAME@HOST")
-    stop.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for tasks")
     args = parser.parse_args(argv)
 
     try:
         if args.command == "smoke":
             ok = run_smoke(args.count, args.timeout, args.queue)
-        elif args.command == "drain":
-            ok = drain(args.worker, args.timeout)
         else:
             ok = ping_workers(args.timeout)
     except ConfigError as exc:
