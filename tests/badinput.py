@@ -6,13 +6,13 @@ check that wrongly passed could not change anything here.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import REPO
+
+from testkit import playbook
 
 GOOD_GROUP_VARS: dict[str, Any] = {
     "vault_redis_password": "test-only-throwaway-0123456789",
@@ -45,16 +45,7 @@ def write_inventory(
 
 
 def run_validation(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        ["ansible-playbook", "deploy.yml", "-i", str(inventory), "--tags", "validate", *extra],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return playbook("deploy.yml", inventory, "--tags", "validate", *extra, timeout=300)
 
 
 def assert_refused(proc: subprocess.CompletedProcess[str], expected: list[str]) -> None:
