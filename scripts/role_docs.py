@@ -50,8 +50,25 @@ def table(role: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+FORMATS_MARKER = re.compile(
+    r"(<!-- value-formats:start -->\n).*?(<!-- value-formats:end -->)", re.DOTALL
+)
+
+
+def formats_table() -> str:
+    """The validate play's format rules (playbooks/filter_plugins/bundle_formats.py)."""
+    sys.path.insert(0, str(REPO / "playbooks/filter_plugins"))
+    import bundle_formats
+
+    rows = ["| Variable | May hold | Because |", "| --- | --- | --- |"]
+    for name, rule in bundle_formats.FORMATS.items():
+        rows.append(f"| `{name}` | {cell(rule.may_hold)} | {cell(rule.because)} |")
+    return "\n".join(rows) + "\n"
+
+
 def render(text: str) -> str:
-    return MARKER.sub(lambda m: m.group(1) + table(m.group("role")) + m.group(3), text)
+    text = MARKER.sub(lambda m: m.group(1) + table(m.group("role")) + m.group(3), text)
+    return FORMATS_MARKER.sub(lambda m: m.group(1) + formats_table() + m.group(2), text)
 
 
 def main() -> int:

@@ -112,6 +112,11 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         {"redis_bind": ["127.0.0.1", "redis1.example.internal"]},
         ["redis_bind: 'redis1.example.internal' is not an IP address", "leave redis_bind empty"],
     ),
+    (
+        "save point that is not two numbers",
+        {"redis_persistence": "rdb", "redis_save_points": ["1h 1"]},
+        ["redis_save_points: '1h 1' is not entries of two whole numbers"],
+    ),
 ]
 
 

@@ -113,6 +113,21 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         {"celery_worker_task_routes": {"taskapp.fetch_url": "io,cpu"}},
         ["celery_worker_task_routes: queue 'io,cpu' may hold only letters", "Rename the queue"],
     ),
+    (
+        "app module with a space",
+        {"celery_worker_app_module": "proj.celery app"},
+        ["celery_worker_app_module: 'proj.celery app' is not a Python module path"],
+    ),
+    (
+        "memory limit in a unit systemd does not know",
+        {"celery_worker_memory_max": "512MB"},
+        ["celery_worker_memory_max: '512MB' is not infinity, a size in bytes"],
+    ),
+    (
+        "redis host with a port",
+        {"celery_worker_redis_host": "redis1:6379"},
+        ["celery_worker_redis_host: 'redis1:6379' is not a host name", "without a port"],
+    ),
 ]
 
 
