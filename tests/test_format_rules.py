@@ -15,7 +15,7 @@ import bundle_formats
 import bundle_validate
 
 # Every rule: values it accepts, values it refuses.
-CASES: dict[str, tuple[list[Any], list[str]]] = {
+CASES: dict[str, tuple[list[Any], list[Any]]] = {
     "celery_worker_app_name": (["taskapp", "my-app_2"], ["My App", "2app", "app/x", "a" * 33]),
     "celery_beat_app_name": (["taskapp"], ["../etc"]),
     "celery_worker_app_module": (
