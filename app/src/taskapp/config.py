@@ -236,7 +236,8 @@ def _check_ranges(settings: Settings) -> None:
 
 
 def celery_config(settings: Settings) -> dict[str, object]:
-    """Celery settings for this deployment; the choices are explained in FIELD-NOTES.md."""
+    """Celery settings for this deployment; each choice is explained where it is set below, and
+    in the README ("What the defaults protect against")."""
     redis, celery = settings.redis, settings.celery
     transport: dict[str, object] = {"visibility_timeout": celery.visibility_timeout}
     if redis.key_prefix:
