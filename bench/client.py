@@ -40,11 +40,11 @@ def stock_app(url: str) -> Celery:
 
 
 def bundle_app(config: str) -> Celery:
-    os.environ["TASKAPP_CONFIG"] = config
     import taskapp.tasks  # noqa: F401  # registers the tasks on app
+    from rcbundle import configure
     from taskapp.app import app
 
-    return app
+    return configure(app, Path(config))
 
 
 def make_app(args: argparse.Namespace) -> Celery:

@@ -245,7 +245,7 @@ class Config:
             units = []
             for node in lab.nodes:
                 cmd = worker_command(node, lab.node_args[node])
-                env = {"TASKAPP_CONFIG": UNHARDENED_CONFIG, **lab.node_env[node]}
+                env = {"RCBUNDLE_CONFIG": UNHARDENED_CONFIG, **lab.node_env[node]}
                 transient(f"bench-unhardened-{node}", env, cmd)
                 units.append(f"bench-unhardened-{node}.service")
         elif self.prefork_nodes:
@@ -253,13 +253,13 @@ class Config:
             units = []
             for node in lab.nodes:
                 cmd = worker_command(node, with_pool(lab.node_args[node], "prefork"))
-                transient(f"bench-prefork-{node}", {"TASKAPP_CONFIG": BUNDLE_CONFIG}, cmd)
+                transient(f"bench-prefork-{node}", {"RCBUNDLE_CONFIG": BUNDLE_CONFIG}, cmd)
                 units.append(f"bench-prefork-{node}.service")
         elif self.one_node:
             # The same processes as one prefork node (what `kind: long` deploys).
             args = with_pool(lab.node_args[lab.nodes[0]], "prefork", lab.processes)
             cmd = worker_command("default", args)
-            transient("bench-onenode", {"TASKAPP_CONFIG": BUNDLE_CONFIG}, cmd)
+            transient("bench-onenode", {"RCBUNDLE_CONFIG": BUNDLE_CONFIG}, cmd)
             units = ["bench-onenode.service"]
         else:
             units = [unit(n) for n in (lab.nodes[:1] if self.one_process else lab.nodes)]

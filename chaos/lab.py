@@ -16,7 +16,7 @@ import yaml
 from celery import Celery
 
 from chaos.accounting import Entry, never_completed, parse_entries
-from taskapp.config import Settings, celery_config, parse_settings
+from rcbundle.config import Settings, celery_config, parse_settings
 from taskapp.tasks import EXECUTIONS_KEY
 from testkit import REPO, on, playbook, run
 

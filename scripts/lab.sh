@@ -62,7 +62,7 @@ up() {
   [[ ${LAB_SMOKE:-1} == 0 ]] && return
   echo
   echo "Sending tasks from this machine through the $name cluster:"
-  TASKAPP_CONFIG=$state/controller.toml .venv/bin/python -m taskapp smoke --count 10
+  RCBUNDLE_CONFIG=$state/controller.toml .venv/bin/python -m taskapp smoke --count 10
 }
 
 down() {

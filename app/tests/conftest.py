@@ -12,7 +12,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # while the config cannot be read stays half-initialised for the rest of the process.
     path = Path(_config_dir.name) / "taskapp.toml"
     path.write_text('[redis]\nhost = "127.0.0.1"\nport = 1\npassword = "unit-tests"\n')
-    os.environ["TASKAPP_CONFIG"] = str(path)
+    os.environ["RCBUNDLE_CONFIG"] = str(path)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -3,7 +3,7 @@ from kombu.exceptions import OperationalError
 
 import taskapp.__main__ as cli
 from taskapp.app import app
-from taskapp.config import ConfigError
+from rcbundle import ConfigError
 from taskapp.smoke import smoke_inputs
 
 

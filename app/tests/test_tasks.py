@@ -75,13 +75,18 @@ def test_worker_registers_every_task_by_its_explicit_name() -> None:
 
 
 def test_importing_tasks_needs_no_config_file() -> None:
-    env = {**os.environ, "TASKAPP_CONFIG": "/nonexistent/taskapp.toml"}
+    env = {**os.environ, "RCBUNDLE_CONFIG": "/nonexistent/taskapp.toml"}
     code = "import taskapp.tasks, taskapp.smoke, taskapp.__main__"
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
 
 
 def test_using_the_app_without_config_fails_loudly() -> None:
-    env = {**os.environ, "TASKAPP_CONFIG": "/nonexistent/taskapp.toml"}
+    # As the worker units run it: rcbundle's loader, and a config file that is not there.
+    env = {
+        **os.environ,
+        "RCBUNDLE_CONFIG": "/nonexistent/taskapp.toml",
+        "CELERY_LOADER": "rcbundle.loader:Loader",
+    }
     code = "from taskapp.app import app; app.conf.broker_url"
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from taskapp.config import ConfigError
+from rcbundle import ConfigError, configure
+from taskapp.app import app
 from taskapp.smoke import ping_workers, run_smoke
 
 # What an unreachable or misconfigured Redis raises: kombu for the broker, redis-py and Celery's
@@ -24,7 +25,7 @@ def _non_negative(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m taskapp", description="Reads the config from $TASKAPP_CONFIG."
+        prog="python -m taskapp", description="Reads the config from $RCBUNDLE_CONFIG."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     smoke = commands.add_parser("smoke", help="round-trip a ping and process_data tasks")
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
+        configure(app)  # the one line a producer of any app adds
         if args.command == "smoke":
             ok = run_smoke(args.count, args.timeout, args.queue)
         else:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,15 @@ import pytest
 import redis
 from celery import Celery
 
-from taskapp.config import celery_config, load_settings
+from rcbundle.config import celery_config, load_settings
 
 # Characters that break an unquoted redis:// URL, so the quoting is proven end to end.
 PASSWORD = "it:p@ss/w#rd%"
 KEY_PREFIX = "itest:"
 WORKER_NAME = "itest"
+ROUTES = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"][
+    "rcbundle"
+]["task_routes"]
 STARTUP_SECONDS = 20
 
 
@@ -75,13 +79,17 @@ def run_worker(server: RedisServer, workdir: Path) -> Iterator[Cluster]:
         f"port = {server.port}\n"
         f"password = {json.dumps(server.password)}\n"
         f"key_prefix = {json.dumps(KEY_PREFIX)}\n"
+        # What the celery_worker role writes from the app's [tool.rcbundle] routes.
+        "[celery.task_routes]\n"
+        + "".join(f"{json.dumps(task)} = {json.dumps(queue)}\n" for task, queue in ROUTES.items())
     )
-    env = {**os.environ, "TASKAPP_CONFIG": str(config)}
+    # As the worker units run it: rcbundle's loader gives the app the deployed settings.
+    env = {**os.environ, "RCBUNDLE_CONFIG": str(config), "CELERY_LOADER": "rcbundle.loader:Loader"}
     client = Celery("itest-client", config_source=celery_config(load_settings(config)))
     log = workdir / "worker.log"
     command = [sys.executable, "-m", "celery", "--app", "taskapp.app:app", "worker"]
     command += ["--pool", "prefork", "--concurrency", "2", "--hostname", f"{WORKER_NAME}@%h"]
-    # The default queue and the bundled routes' queues (taskapp.config.DEFAULT_TASK_ROUTES).
+    # The default queue and the queues of the routes in pyproject.toml ([tool.rcbundle]).
     command += ["--loglevel", "INFO", "--queues", "celery,cpu,io"]
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from celery import Celery
 
-from taskapp.config import celery_config, load_settings
+from rcbundle.config import celery_config, load_settings
 
 SCENARIO = Path(__file__).resolve().parents[1]
 REPO = SCENARIO.parents[1]
@@ -25,7 +25,7 @@ CONTROLLER_PORT = 16396
 WORKERS = ["mol-cluster-worker1", "mol-cluster-worker2"]
 SPARE = "mol-cluster-worker3"
 CELERY = (
-    "TASKAPP_CONFIG=/etc/taskapp/config.toml "
+    "RCBUNDLE_CONFIG=/etc/taskapp/config.toml "
     "/opt/taskapp/current/venv/bin/celery --app taskapp.app:app"
 )
 

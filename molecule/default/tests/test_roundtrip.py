@@ -24,7 +24,7 @@ def controller_config(tmp_path_factory: pytest.TempPathFactory, redis_password: 
 
 
 def test_smoke_from_the_controller(controller_config: Path) -> None:
-    env = {**os.environ, "TASKAPP_CONFIG": str(controller_config)}
+    env = {**os.environ, "RCBUNDLE_CONFIG": str(controller_config)}
     proc = subprocess.run(
         [sys.executable, "-m", "taskapp", "smoke", "--count", "10", "--timeout", "60"],
         env=env,
@@ -44,7 +44,7 @@ def test_smoke_from_the_controller(controller_config: Path) -> None:
 
 
 def test_both_workers_answer_from_the_controller(controller_config: Path) -> None:
-    env = {**os.environ, "TASKAPP_CONFIG": str(controller_config)}
+    env = {**os.environ, "RCBUNDLE_CONFIG": str(controller_config)}
     out = subprocess.run(
         [sys.executable, "-m", "taskapp", "ping-workers"],
         env=env,
@@ -71,7 +71,7 @@ def test_the_soft_time_limit_ends_tasks_on_solo_and_prefork_nodes(controller_con
     # the bundled app has no task that ignores SoftTimeLimitExceeded.
     from celery import Celery
 
-    from taskapp.config import celery_config, load_settings
+    from rcbundle.config import celery_config, load_settings
 
     client = Celery("limits", config_source=celery_config(load_settings(controller_config)))
     try:

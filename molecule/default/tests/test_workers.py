@@ -8,7 +8,7 @@ import testinfra
 
 testinfra_hosts = ["celery_workers"]
 
-CELERY = "TASKAPP_CONFIG=/etc/taskapp/config.toml /opt/taskapp/current/venv/bin/celery"
+CELERY = "RCBUNDLE_CONFIG=/etc/taskapp/config.toml /opt/taskapp/current/venv/bin/celery"
 
 
 def test_unit_enabled_and_running(host: testinfra.host.Host) -> None:

@@ -1,6 +1,6 @@
 """Sends, by hand, a task message serialized with pickle whose payload runs a shell command.
 
-Run as a script with TASKAPP_CONFIG pointing at a config for the Celery user; argv[1] is the file
+Run as a script with RCBUNDLE_CONFIG pointing at a config for the Celery user; argv[1] is the file
 the payload would create on the worker if the worker ever unpickled it.
 """
 
@@ -10,7 +10,10 @@ import os
 import sys
 import uuid
 
+from rcbundle import configure
 from taskapp.app import app
+
+configure(app)  # the one line a producer adds: reads $RCBUNDLE_CONFIG
 
 
 class Payload:

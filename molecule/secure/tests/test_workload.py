@@ -54,7 +54,7 @@ def run_client(
     """One of this directory's client scripts, run from the controller as the Celery user."""
     return subprocess.run(
         [sys.executable, str(HERE / script), *args],
-        env={**os.environ, "TASKAPP_CONFIG": str(config)},
+        env={**os.environ, "RCBUNDLE_CONFIG": str(config)},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -80,7 +80,7 @@ def test_workload_leaves_acl_log_empty(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # celery inspect ping as the workers' own hosts run it.
     ping = worker_host().run(
-        "TASKAPP_CONFIG=/etc/taskapp/config.toml /opt/taskapp/current/venv/bin/celery "
+        "RCBUNDLE_CONFIG=/etc/taskapp/config.toml /opt/taskapp/current/venv/bin/celery "
         "--app taskapp.app:app inspect ping --timeout 10"
     )
     assert ping.rc == 0, ping.stdout + ping.stderr

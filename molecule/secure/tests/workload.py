@@ -1,6 +1,6 @@
 """The task workload the ACL must allow: tasks, a retry, a chord, a countdown, inspect ping.
 
-Run as a script with TASKAPP_CONFIG pointing at a config for the Celery user.
+Run as a script with RCBUNDLE_CONFIG pointing at a config for the Celery user.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ import time
 
 from celery import chord
 
+from rcbundle import configure
 from taskapp.app import app
 from taskapp.tasks import fetch_url, ping, process_data
+
+configure(app)  # the one line a producer adds: reads $RCBUNDLE_CONFIG
 
 QUEUE = "celery"
 TIMEOUT = 60

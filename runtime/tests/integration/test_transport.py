@@ -13,8 +13,8 @@ import redis
 from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
 from kombu.transport.redis import Channel as KombuChannel
 
-from taskapp.broker import WAKE_SUFFIX
-from tests.integration.cluster import RedisServer
+from rcbundle.transport import WAKE_SUFFIX
+from tests.integration.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ def test_a_message_whose_fetch_reply_is_lost_is_recorded_and_restored(
     redis_server: RedisServer, admin: redis.Redis
 ) -> None:
     queue = _queue("cut")
-    with _connection(redis_server, "taskapp.broker:Transport") as conn:
+    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
         _publish(conn, queue, "held")
         channel = _cut_while_fetching(conn, queue, admin)
         assert admin.hlen(PREFIX + "unacked") == 1
@@ -78,7 +78,7 @@ def test_a_message_whose_fetch_reply_is_lost_is_recorded_and_restored(
     assert admin.hlen(PREFIX + "unacked") == 0
 
     received: list[Message] = []
-    with _connection(redis_server, "taskapp.broker:Transport") as conn:
+    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
         with Consumer(conn, queues=[queue], accept=["json"], callbacks=[_keep(received)]):
             conn.drain_events(timeout=5)
         assert [m.payload for m in received] == ["held"]
@@ -106,7 +106,7 @@ def test_ack_clears_the_record_and_an_empty_fetch_clears_stale_wake_tokens(
     queue = _queue("acked")
     wake = _wake_key(queue)
     received: list[Message] = []
-    with _connection(redis_server, "taskapp.broker:Transport") as conn:
+    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
         for body in ("one", "two"):
             _publish(conn, queue, body)
         assert admin.llen(wake) == 2
@@ -131,7 +131,7 @@ def test_a_refused_wake_token_neither_fails_the_publish_nor_strands_the_message(
     queue = _queue("tokenless")
     wake = _wake_key(queue)
     received: list[Message] = []
-    with _connection(redis_server, "taskapp.broker:Transport") as conn:
+    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
         admin.set(wake, "not a list")
         _publish(conn, queue, "accepted")
         assert admin.llen(PREFIX + queue.name) == 1
@@ -144,7 +144,7 @@ def test_a_refused_wake_token_neither_fails_the_publish_nor_strands_the_message(
 def test_a_no_ack_consumer_leaves_no_record(redis_server: RedisServer, admin: redis.Redis) -> None:
     queue = _queue("noack")
     received: list[Message] = []
-    with _connection(redis_server, "taskapp.broker:Transport") as conn:
+    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
         _publish(conn, queue, "once")
         with Consumer(conn, queues=[queue], accept=["json"], no_ack=True,
                       callbacks=[_keep(received)]):  # fmt: skip
@@ -160,7 +160,7 @@ def test_a_full_broker_refuses_publishing_but_still_hands_out_messages(
     # (the script's allow-oom flag), or a full broker would stop its own draining.
     queue = _queue("full")
     received: list[Message] = []
-    with _connection(redis_server, "taskapp.broker:Transport") as conn:
+    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
         _publish(conn, queue, "queued before")
         with Consumer(conn, queues=[queue], accept=["json"], callbacks=[_keep(received)]):
             admin.config_set("maxmemory", 1)

@@ -1,7 +1,7 @@
 """Celery's solo pool with the soft and hard time limits that the stock solo pool ignores.
 
 The celery_worker role runs its `solo` nodes with this pool: the unit sets
-CELERY_CUSTOM_WORKER_POOL=celery_solo_limits:TaskPool and passes `--pool custom`.
+CELERY_CUSTOM_WORKER_POOL=rcbundle.solo:TaskPool and passes `--pool custom`.
 A solo node runs each task in its main thread, with no pool process to talk to,
 which is why it consumes faster than a prefork node (BENCHMARKS.md). Because no
 parent process watches the task, this pool arms SIGALRM around each task:
@@ -26,9 +26,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
-from celery.concurrency import solo
-from celery.concurrency.base import apply_target
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from rcbundle import versions
+
+versions.check()
+
+from celery.concurrency import solo  # noqa: E402
+from celery.concurrency.base import apply_target  # noqa: E402
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded  # noqa: E402
 
 HARD_EXIT_GRACE = 5.0
 EXIT_STATUS = 70  # EX_SOFTWARE
@@ -55,7 +59,7 @@ class _Alarm:
         at, exc = self.stages.pop(0)
         self.arm()
         if exc is None:
-            os.write(2, f"celery_solo_limits: task still running {at:g}s after start, "
+            os.write(2, f"rcbundle.solo: task still running {at:g}s after start, "
                         "past its hard time limit; exiting\n".encode())  # fmt: skip
             os._exit(EXIT_STATUS)
         raise exc(f"{exc.__name__.removesuffix('Exceeded')} ({at:g}s) exceeded")

@@ -1,4 +1,4 @@
-"""The solo pool with time limits (roles/celery_worker/files/.../celery_solo_limits.py)."""
+"""The solo pool with time limits (rcbundle.solo)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from conftest import REPO
 
-MODULE_DIR = REPO / "roles/celery_worker/files/usr/local/lib/celery-worker"
-sys.path.insert(0, str(MODULE_DIR))
-import celery_solo_limits  # noqa: E402  # the role's file, not an installed module
+from rcbundle import solo as celery_solo_limits
 
 
 @pytest.fixture
@@ -69,10 +66,9 @@ def test_a_hard_limit_alone_is_enforced(pool: celery_solo_limits.TaskPool) -> No
 
 
 def test_a_task_that_swallows_every_limit_ends_the_node() -> None:
-    program = textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(MODULE_DIR)!r})
-        import celery_solo_limits as m
+    program = textwrap.dedent("""
+        import time
+        from rcbundle import solo as m
         m.HARD_EXIT_GRACE = 0.3
         def deaf():
             for _ in range(100):

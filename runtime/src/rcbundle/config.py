@@ -14,8 +14,8 @@ from urllib.parse import quote
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-DEFAULT_PATH = Path("/etc/taskapp/taskapp.toml")
-ENV_VAR = "TASKAPP_CONFIG"
+# The roles write /etc/APP/config.toml and set this in every unit's environment.
+ENV_VAR = "RCBUNDLE_CONFIG"
 
 
 class ConfigError(ValueError):
@@ -54,11 +54,6 @@ class ScheduleEntry:
     queue: str = ""  # "" = wherever celery.task_routes sends the task
 
 
-# Where the bundled tasks go unless the config says otherwise: I/O-bound fetches to a threads pool,
-# CPU-bound processing to a prefork pool. Producers and workers read the same table, so they agree.
-DEFAULT_TASK_ROUTES = {"taskapp.process_data": "cpu", "taskapp.fetch_url": "io"}
-
-
 @dataclass(frozen=True, kw_only=True)
 class CelerySettings:
     task_soft_time_limit: int = 300
@@ -68,7 +63,8 @@ class CelerySettings:
     worker_prefetch_multiplier: int = 1
     worker_soft_shutdown_timeout: int = 10
     default_queue: str = "celery"
-    task_routes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TASK_ROUTES))
+    # task name -> queue. Producers and workers read the same table, so they agree.
+    task_routes: dict[str, str] = field(default_factory=dict)
     beat_schedule: dict[str, ScheduleEntry] = field(default_factory=dict)
 
 
@@ -95,9 +91,15 @@ _TOML_KINDS = {bool: "boolean", int: "integer", float: "float", str: "string", d
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    """Read and validate the TOML file at path, $TASKAPP_CONFIG, or /etc/taskapp/taskapp.toml."""
+    """Read and validate the TOML file at path, else at $RCBUNDLE_CONFIG."""
     if path is None:
-        path = Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+        named = os.environ.get(ENV_VAR)
+        if not named:
+            raise ConfigError(
+                f"{ENV_VAR} is not set: set it to the config file the roles wrote "
+                "(/etc/APP/config.toml on the worker hosts)"
+            )
+        path = Path(named)
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -245,8 +247,8 @@ def celery_config(settings: Settings) -> dict[str, object]:
         transport["global_keyprefix"] = redis.key_prefix
     conf: dict[str, object] = {
         "broker_url": redis_url(settings, redis.broker_db),
-        # kombu's Redis transport with a fetch that cannot lose a message (taskapp.broker).
-        "broker_transport": "taskapp.broker:Transport",
+        # kombu's Redis transport with a fetch that cannot lose a message (rcbundle.transport).
+        "broker_transport": "rcbundle.transport:Transport",
         "result_backend": redis_url(settings, redis.result_db, results=True),
         "broker_transport_options": {
             **transport,

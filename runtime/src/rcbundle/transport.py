@@ -14,7 +14,7 @@ every publish pushes a token there. A lost token costs nothing but time: the wai
 transport's BRPOP timeout (1 s) and the consumer fetches anyway. Messages published by plain kombu
 (no token) are therefore fetched within that second too.
 
-Selected with Celery's broker_transport setting (taskapp.config); the URL stays redis:// or
+Selected with Celery's broker_transport setting (rcbundle.config); the URL stays redis:// or
 rediss://. Producers and workers must both use it for the wake-ups, and workers for the safety.
 """
 
@@ -23,11 +23,15 @@ from queue import Empty
 from time import monotonic, time
 from typing import Any, cast
 
-from kombu import Message
-from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual
-from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import dumps, loads
+from rcbundle import versions
+
+versions.check()  # below kombu's public API: refuse an untested kombu
+
+from kombu import Message  # noqa: E402
+from kombu.transport import redis as kombu_redis  # noqa: E402
+from kombu.transport import virtual  # noqa: E402
+from kombu.utils.encoding import bytes_to_str  # noqa: E402
+from kombu.utils.json import dumps, loads  # noqa: E402
 
 # KEYS: n queue keys (in consuming order), unacked, unacked_index, then the queues' wake lists.
 # ARGV: now, n, then per queue key "1" (record it: a consumer that acknowledges) or "0" (no_ack).

@@ -9,7 +9,7 @@ from celery import Celery
 from celery.backends.redis import RedisBackend
 from kombu.utils.url import url_to_parts
 
-from taskapp.config import (
+from rcbundle.config import (
     CelerySettings,
     ConfigError,
     RedisSettings,
@@ -44,7 +44,7 @@ FULL: dict[str, Any] = {
 }
 
 
-TICK = {"task": "taskapp.record", "every": 10}
+TICK = {"task": "shop.record", "every": 10}
 
 
 def with_value(base: dict[str, Any], dotted: str, value: object) -> dict[str, Any]:
@@ -124,7 +124,7 @@ def test_settings_are_frozen() -> None:
         ("celery.task_routes.slow", 1),
         ("celery.task_routes.slow", ""),
         ("celery.beat_schedule", []),
-        ("celery.beat_schedule.tick", "taskapp.record"),
+        ("celery.beat_schedule.tick", "shop.record"),
         ("celery.beat_schedule.tick.task", ...),
         ("celery.beat_schedule.tick.task", ""),
         ("celery.beat_schedule.tick.every", ...),
@@ -168,23 +168,23 @@ def test_type_error_does_not_echo_the_value() -> None:
 def test_load_settings_reads_the_file_named_by_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "taskapp.toml"
+    path = tmp_path / "config.toml"
     path.write_text('[redis]\nhost = "redis9"\npassword = "pw"\n[celery]\ndefault_queue = "q"\n')
-    monkeypatch.setenv("TASKAPP_CONFIG", str(path))
+    monkeypatch.setenv("RCBUNDLE_CONFIG", str(path))
     settings = load_settings()
     assert (settings.redis.host, settings.celery.default_queue) == ("redis9", "q")
     assert load_settings(path) == settings
 
 
 def test_load_settings_names_the_file_and_the_key(tmp_path: Path) -> None:
-    path = tmp_path / "taskapp.toml"
+    path = tmp_path / "config.toml"
     path.write_text('[redis]\nhost = "redis9"\npassword = "pw"\nport = "6379"\n')
     with pytest.raises(ConfigError, match=rf"^{path}: redis\.port: must be an integer"):
         load_settings(path)
 
 
 def test_missing_file_says_how_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"not found.*TASKAPP_CONFIG"):
+    with pytest.raises(ConfigError, match=r"not found.*RCBUNDLE_CONFIG"):
         load_settings(tmp_path / "absent.toml")
 
 
@@ -199,15 +199,15 @@ def test_type_error_names_the_toml_type() -> None:
 
 
 def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
-    path = tmp_path / "taskapp.toml"
+    path = tmp_path / "config.toml"
     path.write_text("[redis\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(path)
 
 
-def test_default_path_is_etc_when_environment_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TASKAPP_CONFIG")
-    with pytest.raises(ConfigError, match=r"^/etc/taskapp/taskapp\.toml: "):
+def test_an_unset_environment_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RCBUNDLE_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match=r"^RCBUNDLE_CONFIG is not set: set it to the config"):
         load_settings()
 
 
@@ -337,22 +337,19 @@ def _backend_params(conf: dict[str, object]) -> dict[str, Any]:
     return params
 
 
-def test_bundled_tasks_are_routed_to_cpu_and_io_queues_by_default() -> None:
+def test_no_routes_and_no_schedule_by_default() -> None:
     conf = celery_config(parse_settings(MINIMAL))
-    assert conf["task_routes"] == {
-        "taskapp.process_data": {"queue": "cpu"},
-        "taskapp.fetch_url": {"queue": "io"},
-    }
+    assert conf["task_routes"] == {}
     assert conf["beat_schedule"] == {}
 
 
-def test_routes_from_the_file_replace_the_defaults() -> None:
-    data = with_value(MINIMAL, "celery.task_routes", {"taskapp.sleep": "slow"})
+def test_routes_from_the_file() -> None:
+    data = with_value(MINIMAL, "celery.task_routes", {"shop.sleep": "slow"})
     conf = celery_config(parse_settings(data))
-    assert conf["task_routes"] == {"taskapp.sleep": {"queue": "slow"}}
+    assert conf["task_routes"] == {"shop.sleep": {"queue": "slow"}}
     app = Celery("check", config_source=conf, set_as_current=False)
-    assert app.amqp.router.route({}, "taskapp.sleep")["queue"].name == "slow"
-    assert app.amqp.router.route({}, "taskapp.ping")["queue"].name == "celery"
+    assert app.amqp.router.route({}, "shop.sleep")["queue"].name == "slow"
+    assert app.amqp.router.route({}, "shop.ping")["queue"].name == "celery"
 
 
 def test_beat_schedule_from_the_file() -> None:
@@ -362,21 +359,21 @@ def test_beat_schedule_from_the_file() -> None:
     schedule = celery_config(parse_settings(data))["beat_schedule"]
     assert schedule == {
         "tick": {
-            "task": "taskapp.record",
+            "task": "shop.record",
             "schedule": 10.0,
             "options": {"expires": 10.0, "queue": "io"},
         },
-        "other": {"task": "taskapp.record", "schedule": 10.0, "options": {"expires": 10.0}},
+        "other": {"task": "shop.record", "schedule": 10.0, "options": {"expires": 10.0}},
     }
 
 
 def test_routes_and_schedule_read_from_toml(tmp_path: Path) -> None:
-    path = tmp_path / "taskapp.toml"
+    path = tmp_path / "config.toml"
     path.write_text(
         '[redis]\nhost = "r"\npassword = "pw"\n'
-        '[celery.task_routes]\n"taskapp.process_data" = "cpu"\n'
-        '[celery.beat_schedule.tick]\ntask = "taskapp.record"\nevery = 5\n'
+        '[celery.task_routes]\n"shop.process_data" = "cpu"\n'
+        '[celery.beat_schedule.tick]\ntask = "shop.record"\nevery = 5\n'
     )
     settings = load_settings(path)
-    assert settings.celery.task_routes == {"taskapp.process_data": "cpu"}
+    assert settings.celery.task_routes == {"shop.process_data": "cpu"}
     assert settings.celery.beat_schedule["tick"].every == 5
