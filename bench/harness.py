@@ -136,8 +136,10 @@ def load_lab(deploy: bool) -> Lab:
     return lab
 
 
-# The unit's environment a node's pool needs (solo nodes: celery_solo_limits, the custom pool).
-POOL_ENV = ("CELERY_CUSTOM_WORKER_POOL", "PYTHONPATH")
+# The unit's environment a node's pool needs (solo nodes: rcbundle.solo, the custom pool).
+POOL_ENV = ("CELERY_CUSTOM_WORKER_POOL",)
+# What the units' celery.env gives every node besides its config file: rcbundle's loader.
+LOADER_ENV = {"CELERY_LOADER": "rcbundle.loader:Loader"}
 
 
 def with_pool(args: Sequence[str], pool: str, concurrency: int = 1) -> list[str]:
@@ -245,7 +247,7 @@ class Config:
             units = []
             for node in lab.nodes:
                 cmd = worker_command(node, lab.node_args[node])
-                env = {"RCBUNDLE_CONFIG": UNHARDENED_CONFIG, **lab.node_env[node]}
+                env = {"RCBUNDLE_CONFIG": UNHARDENED_CONFIG, **LOADER_ENV, **lab.node_env[node]}
                 transient(f"bench-unhardened-{node}", env, cmd)
                 units.append(f"bench-unhardened-{node}.service")
         elif self.prefork_nodes:
@@ -253,13 +255,13 @@ class Config:
             units = []
             for node in lab.nodes:
                 cmd = worker_command(node, with_pool(lab.node_args[node], "prefork"))
-                transient(f"bench-prefork-{node}", {"RCBUNDLE_CONFIG": BUNDLE_CONFIG}, cmd)
+                transient(f"bench-prefork-{node}", {"RCBUNDLE_CONFIG": BUNDLE_CONFIG, **LOADER_ENV}, cmd)
                 units.append(f"bench-prefork-{node}.service")
         elif self.one_node:
             # The same processes as one prefork node (what `kind: long` deploys).
             args = with_pool(lab.node_args[lab.nodes[0]], "prefork", lab.processes)
             cmd = worker_command("default", args)
-            transient("bench-onenode", {"RCBUNDLE_CONFIG": BUNDLE_CONFIG}, cmd)
+            transient("bench-onenode", {"RCBUNDLE_CONFIG": BUNDLE_CONFIG, **LOADER_ENV}, cmd)
             units = ["bench-onenode.service"]
         else:
             units = [unit(n) for n in (lab.nodes[:1] if self.one_process else lab.nodes)]

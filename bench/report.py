@@ -374,7 +374,7 @@ repetition to the next:
   installed with `bench/inventory`, which turns on the two security switches
   the README describes: ACL users, TLS only (mutual), plus the defaults AOF
   and the systemd sandbox. Its topology is the role's default for a `short`
-  instance: one solo node per vCPU (`celery_solo_limits.TaskPool`, the solo
+  instance: one solo node per vCPU (`rcbundle.solo.TaskPool`, the solo
   pool with time limits).
 - **unhardened**: the same worker nodes with the same arguments, started as
   transient units without the sandbox, against the plain Redis (requirepass,
@@ -475,7 +475,7 @@ def bounds(s: dict[str, Any]) -> str:
     out.append(
         "- **Celery against the raw queue.** A Celery task costs about 17 Redis commands in "
         "7 round trips with results on (11 in 4 without; counted with kombu's own transport: "
-        "the bundle's taskapp.broker adds a wake token to each publish and writes kombu's "
+        "the bundle's rcbundle.transport adds a wake token to each publish and writes kombu's "
         "unacked record inside its fetch, a round trip fewer), plus kombu's and Celery's Python "
         "work per message; the raw queue costs 1 or 2 commands. The bundle ran "
         f"{ratio('bundle_vs_raw_trivial')} of the raw queue without results and "

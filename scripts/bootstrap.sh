@@ -22,14 +22,14 @@ if ((${#missing[@]})); then
 fi
 
 stamp=.venv/.requirements.sha256
-want=$(cat requirements/controller.txt app/pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements/controller.txt runtime/pyproject.toml app/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "bootstrap: creating .venv from requirements/controller.txt"
   rm -rf .venv
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip==26.3
   .venv/bin/pip install -q -r requirements/controller.txt
-  .venv/bin/pip install -q --no-deps -e app
+  .venv/bin/pip install -q --no-deps -e runtime -e app
   echo "$want" >"$stamp"
 fi
 

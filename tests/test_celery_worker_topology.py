@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from topology_cases import CASES, FROZEN, NODE_KEYS, ROLE, as_rows, render
+from topology_cases import BUNDLED_APP_QUEUES, CASES, FROZEN, NODE_KEYS, ROLE, as_rows, render
 
 sys.path.insert(0, str(ROLE / "filter_plugins"))
 import celery_worker_topology  # the role's plugin, not an installed module
@@ -34,7 +34,8 @@ def strict(value: object) -> str:
 
 def topology(case_vars: dict[str, Any], vcpus: int | None) -> list[list[Any]]:
     """The filter's output for the case, called as vars/main.yml calls it, as rows."""
-    host = ROLE_DEFAULTS | case_vars
+    # vars/main.yml derives unset queues from the app's routes (render() gives it those).
+    host = ROLE_DEFAULTS | {"celery_worker_queues": BUNDLED_APP_QUEUES} | case_vars
     defaults = {key: host[f"celery_worker_{key}"] for key in DEFAULT_KEYS}
     nodes = celery_worker_topology.celery_worker_topology(
         host["celery_worker_instances"], defaults, 1 if vcpus is None else vcpus

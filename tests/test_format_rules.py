@@ -23,8 +23,6 @@ CASES: dict[str, tuple[list[Any], list[Any]]] = {
         ["proj.celery app", "proj:", "proj/celery.py", ":app"],
     ),
     "celery_beat_app_module": (["proj.celery:app"], ["proj celery"]),
-    "celery_worker_config_env": (["RCBUNDLE_CONFIG", "_X1"], ["TASKAPP-CONFIG", "1X", "A B"]),
-    "celery_beat_config_env": (["APP_CONFIG"], ["APP CONFIG"]),
     "celery_worker_redis_host": (
         ["redis1", "redis1.example.internal", "10.0.0.5", "::1"],
         ["redis1:6379", "redis 1", "-redis", "redis_1.example"],

@@ -207,6 +207,10 @@ def _cases() -> list[Case]:
 
 CASES: list[Case] = _cases()
 
+# app/pyproject.toml's [tool.rcbundle.task_routes]: with the default queue, celery, cpu and io.
+BUNDLED_APP_ROUTES = {"taskapp.process_data": "cpu", "taskapp.fetch_url": "io"}
+BUNDLED_APP_QUEUES = ["celery", "cpu", "io"]
+
 
 def role_variables(vars_text: str, case_vars: dict[str, Any], vcpus: int | None) -> dict[str, Any]:
     """The variables a host of the case sees: the role's defaults and vars, its host vars."""
@@ -217,7 +221,10 @@ def role_variables(vars_text: str, case_vars: dict[str, Any], vcpus: int | None)
     defaults = loader.load(trust_as_template((ROLE / "defaults/main.yml").read_text()))
     role_vars = loader.load(trust_as_template(vars_text))
     facts = {} if vcpus is None else {"processor_vcpus": vcpus}
-    return {**defaults, **case_vars, **role_vars, "ansible_facts": facts}
+    # The table was frozen when the role's queues defaulted to [celery, cpu, io]; today they
+    # derive from the release's routes, so the bundled app's routes give that list again.
+    release = {"celery_worker_release": {"task_routes": BUNDLED_APP_ROUTES}}
+    return {**defaults, **release, **case_vars, **role_vars, "ansible_facts": facts}
 
 
 def render(vars_text: str, case_vars: dict[str, Any], vcpus: int | None) -> Any:  # noqa: ANN401

@@ -2,8 +2,8 @@ import pytest
 from kombu.exceptions import OperationalError
 
 import taskapp.__main__ as cli
-from taskapp.app import app
 from rcbundle import ConfigError
+from taskapp.app import app
 from taskapp.smoke import smoke_inputs
 
 

@@ -54,11 +54,6 @@ _APP_MODULE = Format(
     "a Python module path, optionally with :attribute (for example myapp.celery:app)",
     "celery --app imports it",
 )
-_CONFIG_ENV = Format(
-    _pattern(_IDENT),
-    "an environment variable name: letters, digits and _, not starting with a digit",
-    "the units set it to the path of the app's config file",
-)
 _HOST_FORMAT = Format(
     _host_or_address,
     "a host name (letters, digits, - and dots) or an IP address, without a port",
@@ -70,8 +65,6 @@ FORMATS: dict[str, Format] = {
     "celery_beat_app_name": _APP_NAME,
     "celery_worker_app_module": _APP_MODULE,
     "celery_beat_app_module": _APP_MODULE,
-    "celery_worker_config_env": _CONFIG_ENV,
-    "celery_beat_config_env": _CONFIG_ENV,
     "celery_worker_redis_host": _HOST_FORMAT,
     "celery_worker_redis_result_host": Format(
         _host_or_address, _HOST_FORMAT.may_hold, _HOST_FORMAT.because, empty_ok=True

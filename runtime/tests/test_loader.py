@@ -80,11 +80,9 @@ def test_configure_on_an_app_already_configured_applies_at_once(deployed: Path) 
     _expect_deployed(app)
 
 
-def test_configure_reads_the_file_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_configure_reads_the_file_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RCBUNDLE_CONFIG", str(tmp_path / "absent.toml"))
-    with pytest.raises(ConfigError, match="absent.toml: config file not found"):
+    with pytest.raises(ConfigError, match=r"absent\.toml: config file not found"):
         rcbundle.configure(Celery("shop", set_as_current=False))
 
 
@@ -93,5 +91,5 @@ def test_a_missing_file_is_an_error_not_celerys_defaults(
 ) -> None:
     monkeypatch.setenv("RCBUNDLE_CONFIG", str(tmp_path / "absent.toml"))
     app = Celery("shop", loader="rcbundle.loader:Loader", set_as_current=False)
-    with pytest.raises(ConfigError, match="absent.toml: config file not found"):
+    with pytest.raises(ConfigError, match=r"absent\.toml: config file not found"):
         _ = app.conf.broker_url

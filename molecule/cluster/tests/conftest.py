@@ -25,8 +25,7 @@ CONTROLLER_PORT = 16396
 WORKERS = ["mol-cluster-worker1", "mol-cluster-worker2"]
 SPARE = "mol-cluster-worker3"
 CELERY = (
-    "RCBUNDLE_CONFIG=/etc/taskapp/config.toml "
-    "/opt/taskapp/current/venv/bin/celery --app taskapp.app:app"
+    "env $(cat /etc/taskapp/celery.env) /opt/taskapp/current/venv/bin/celery --app taskapp.app:app"
 )
 
 

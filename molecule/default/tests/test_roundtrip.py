@@ -1,93 +1,80 @@
-"""A task sent from the controller comes back from a worker, in bounded time."""
+"""A user's app (tests/apps/textstats), deployed with inventory variables only, runs tasks sent
+by a producer that has no code of the bundle's: plain Celery, the broker URL and nothing else."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
+import redis
+from celery import Celery
 
 # Redis's port as published on the controller's loopback by molecule.yml.
 CONTROLLER_PORT = 16390
+WORKER1, WORKER2 = "mol-default-worker1", "mol-default-worker2"
 
 
 @pytest.fixture(scope="module")
-def controller_config(tmp_path_factory: pytest.TempPathFactory, redis_password: str) -> Path:
-    path = tmp_path_factory.mktemp("controller") / "config.toml"
-    path.write_text(
-        f'[redis]\nhost = "127.0.0.1"\nport = {CONTROLLER_PORT}\npassword = "{redis_password}"\n'
-    )
-    return path
+def client(redis_password: str) -> Iterator[Celery]:
+    url = f"redis://:{redis_password}@127.0.0.1:{CONTROLLER_PORT}"
+    app = Celery("producer", broker=f"{url}/0", backend=f"{url}/1")
+    yield app
+    app.close()
 
 
-def test_smoke_from_the_controller(controller_config: Path) -> None:
-    env = {**os.environ, "RCBUNDLE_CONFIG": str(controller_config)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "taskapp", "smoke", "--count", "10", "--timeout", "60"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "11 passed, 0 failed" in proc.stdout, proc.stdout
-    workers = {line.split()[3] for line in proc.stdout.splitlines() if "SUCCESS" in line}
+def test_a_plain_producers_tasks_run_on_both_hosts(client: Celery) -> None:
+    results = [
+        client.send_task("textstats.tasks.words", args=(f"the cat and the hat {i}",))
+        for i in range(12)
+    ]
+    workers = set()
+    for i, result in enumerate(results):
+        assert result.get(timeout=60) == {"words": 6, "top": ["the", "cat", "and"]}, i
+        workers.add(str(result.worker))
+    hosts = {w.split("@")[1] for w in workers}
+    assert hosts == {WORKER1, WORKER2}, workers
     # worker1 runs one node per vCPU (default, default-2, ...), worker2 one node.
-    assert all(
-        w.endswith("@mol-default-worker1") for w in workers - {"default@mol-default-worker2"}
-    )
     assert all(re.fullmatch(r"default(-\d+)?", w.split("@")[0]) for w in workers), workers
 
 
-def test_both_workers_answer_from_the_controller(controller_config: Path) -> None:
-    env = {**os.environ, "RCBUNDLE_CONFIG": str(controller_config)}
-    out = subprocess.run(
-        [sys.executable, "-m", "taskapp", "ping-workers"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    assert "default@mol-default-worker1" in out
-    assert "default@mol-default-worker2" in out
+def test_the_third_party_dependency_is_installed_and_the_apps_route_is_served(
+    client: Celery,
+) -> None:
+    # textstats routes slug to queue "text" in its pyproject.toml; the hosts' queues derive
+    # from the app's routes, so both consume it without an inventory line.
+    result = client.send_task("textstats.tasks.slug", args=("Crème Brûlée, à la carte!",))
+    assert result.get(timeout=60) == "creme-brulee-a-la-carte"
+    queues = client.control.inspect(timeout=5).active_queues() or {}
+    assert queues, "no worker answered"
+    for node, consumed in queues.items():
+        assert {q["name"] for q in consumed} == {"celery", "text"}, node
+
+
+def test_both_hosts_answer_a_control_ping(client: Celery) -> None:
+    answering = {name for reply in client.control.ping(timeout=3) for name in reply}
+    assert f"default@{WORKER1}" in answering
+    assert f"default@{WORKER2}" in answering
 
 
 def test_unauthenticated_controller_is_refused() -> None:
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=CONTROLLER_PORT, socket_timeout=5)
+    plain = redis.Redis(host="127.0.0.1", port=CONTROLLER_PORT, socket_timeout=5)
     with pytest.raises(redis.exceptions.AuthenticationError):
-        client.ping()
+        plain.ping()
 
 
-def test_the_soft_time_limit_ends_tasks_on_solo_and_prefork_nodes(controller_config: Path) -> None:
-    # worker1's nodes are solo (celery_solo_limits.py), worker2's is prefork: both enforce it.
-    # The hard limit's own path (a task that ignores the soft one) is in tests/test_solo_limits.py:
-    # the bundled app has no task that ignores SoftTimeLimitExceeded.
-    from celery import Celery
-
-    from rcbundle.config import celery_config, load_settings
-
-    client = Celery("limits", config_source=celery_config(load_settings(controller_config)))
-    try:
-        results = [
-            client.send_task("taskapp.sleep", args=(60,), soft_time_limit=1) for _ in range(6)
-        ]
-        ended_on = set()
-        for result in results:
-            result.get(timeout=30, propagate=False)
-            assert result.state == "FAILURE", (result.state, result.result)
-            assert type(result.result).__name__ == "SoftTimeLimitExceeded", repr(result.result)
-            ended_on.add(str(result.worker).split("@")[1])
-        assert ended_on == {"mol-default-worker1", "mol-default-worker2"}, ended_on
-        # The nodes whose task was ended are still there, and serve the next task.
-        assert client.send_task("taskapp.ping").get(timeout=30) == "pong"
-        answering = {n for reply in client.control.ping(timeout=3) for n in reply}
-        assert {"default@mol-default-worker1", "default@mol-default-worker2"} <= answering
-    finally:
-        client.close()
+def test_the_soft_time_limit_ends_tasks_on_solo_and_prefork_nodes(client: Celery) -> None:
+    # worker1's nodes are solo (rcbundle.solo), worker2's is prefork: both enforce it. The hard
+    # limit's own path (a task that ignores the soft one) is in runtime/tests/test_solo.py.
+    results = [
+        client.send_task("textstats.tasks.wait", args=(60,), soft_time_limit=1) for _ in range(6)
+    ]
+    ended_on = set()
+    for result in results:
+        result.get(timeout=30, propagate=False)
+        assert result.state == "FAILURE", (result.state, result.result)
+        assert type(result.result).__name__ == "SoftTimeLimitExceeded", repr(result.result)
+        ended_on.add(str(result.worker).split("@")[1])
+    assert ended_on == {WORKER1, WORKER2}, ended_on
+    # The nodes whose task was ended are still there, and serve the next task.
+    assert client.send_task("textstats.tasks.slug", args=("ok",)).get(timeout=30) == "ok"

@@ -8,7 +8,8 @@ import testinfra
 
 testinfra_hosts = ["celery_workers"]
 
-CELERY = "RCBUNDLE_CONFIG=/etc/taskapp/config.toml /opt/taskapp/current/venv/bin/celery"
+# As the units run it: the environment file the role writes, the release's celery.
+CELERY = "env $(cat /etc/textstats/celery.env) /opt/textstats/current/venv/bin/celery"
 
 
 def test_unit_enabled_and_running(host: testinfra.host.Host) -> None:
@@ -24,8 +25,8 @@ def test_worker_does_not_run_as_root(host: testinfra.host.Host) -> None:
 
 
 def test_config_is_readable_by_the_app_only(host: testinfra.host.Host) -> None:
-    conf = host.file("/etc/taskapp/config.toml")
-    assert (conf.user, conf.group, conf.mode) == ("root", "taskapp", 0o640)
+    conf = host.file("/etc/textstats/config.toml")
+    assert (conf.user, conf.group, conf.mode) == ("root", "textstats", 0o640)
 
 
 def test_stop_waits_for_running_tasks(host: testinfra.host.Host) -> None:
@@ -49,12 +50,12 @@ def test_topology_matches_inventory(host: testinfra.host.Host) -> None:
     running = sorted(line.split()[0] for line in units.splitlines() if " running " in line)
     assert running == sorted(f"celery-worker@{name}.service" for name in names)
     out = host.check_output(
-        f"{CELERY} --app taskapp.app:app inspect stats --json --timeout 10 "
+        f"{CELERY} --app textstats.worker:celery_app inspect stats --json --timeout 10 "
         f"--destination {','.join(f'{name}@{hostname}' for name in names)}"
     )
     stats = json.loads(out)
     assert sorted(stats) == sorted(f"{name}@{hostname}" for name in names)
-    pool = "celery_solo_limits" if nodes > 1 else "celery.concurrency.prefork"
+    pool = "rcbundle.solo" if nodes > 1 else "celery.concurrency.prefork"
     for node in stats.values():
         assert node["pool"]["max-concurrency"] == 1
         assert node["pool"]["implementation"].startswith(pool), node["pool"]

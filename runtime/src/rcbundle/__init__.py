@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rcbundle.config import ENV_VAR, ConfigError, celery_config, load_settings
 
@@ -38,6 +38,6 @@ def configure(app: Celery, path: Path | None = None) -> Celery:
         source.update(conf)
 
     app.on_after_configure.connect(apply, sender=app, weak=False)
-    if app.configured:
+    if cast(Any, app).configured:  # Celery's attribute, missing from celery-types
         app.conf.update(conf)
     return app

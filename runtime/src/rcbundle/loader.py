@@ -17,7 +17,7 @@ from celery.loaders.app import AppLoader
 from rcbundle import configure
 
 
-class Loader(AppLoader):  # type: ignore[misc]  # celery-types leaves AppLoader untyped
+class Loader(AppLoader):
     def __init__(self, app: Any = None, **kwargs: object) -> None:
         super().__init__(app, **kwargs)
         configure(app)

@@ -1,13 +1,11 @@
 """A real redis-server on loopback, stopped on exit even when a test fails."""
 
 import contextlib
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass

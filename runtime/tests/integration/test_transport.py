@@ -54,7 +54,7 @@ def _cut_while_fetching(conn: Connection, queue: Queue, admin: redis.Redis) -> K
     assert isinstance(channel, KombuChannel)
     consumer = Consumer(channel, queues=[queue], accept=["json"])
     consumer.consume()
-    conn.transport.cycle.on_poll_start()  # sends the fetch (kombu: BRPOP) on the poll connection
+    conn.transport.cycle.on_poll_start()  # type: ignore[attr-defined]  # sends the fetch (kombu: BRPOP) on the poll connection
     deadline = time.monotonic() + 5
     while admin.llen(PREFIX + queue.name) and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -1,0 +1,1 @@
+"""textstats: a small Celery app that knows nothing of the bundle that deploys it."""
