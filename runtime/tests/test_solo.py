@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from celery import Celery, uuid
+from celery.app.trace import trace_task_ret
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 from rcbundle import solo as celery_solo_limits
@@ -85,3 +87,99 @@ def test_a_task_that_swallows_every_limit_ends_the_node() -> None:
     assert done.returncode == celery_solo_limits.EXIT_STATUS, done
     assert "past its hard time limit" in done.stderr
     assert "not reached" not in done.stdout
+
+
+def test_the_limits_do_not_cover_accepting_and_acknowledging(
+    pool: celery_solo_limits.TaskPool,
+) -> None:
+    # accept_callback and callback are where Celery acknowledges (early and late acks).
+    acked: list[object] = []
+
+    def slow_accept(pid: int, accepted_at: float) -> None:
+        time.sleep(0.5)
+
+    def slow_ack(returned: object) -> None:
+        time.sleep(0.8)
+        acked.append(returned)
+
+    pool.apply_async(
+        lambda: "done",
+        accept_callback=slow_accept,
+        callback=slow_ack,
+        soft_timeout=0.2,
+        timeout=0.4,
+    )
+    assert acked == ["done"]
+
+
+@pytest.fixture
+def app() -> Iterator[Celery]:
+    app = Celery("solotest", set_as_current=False)
+    app.conf.update(broker_url="memory://", result_backend="cache+memory://")
+    yield app
+    app.close()
+
+
+def _trace(
+    pool: celery_solo_limits.TaskPool, app: Celery, name: str, **limits: float
+) -> tuple[str, list[object]]:
+    """Run the task as the worker does: Celery's tracer, given to the pool with the task's name."""
+    task_id = uuid()
+    returned: list[object] = []
+    pool.apply_async(
+        trace_task_ret,
+        args=(name, task_id, {"id": task_id}, ((), {}, None), None, None),
+        kwargs={"app": app},
+        callback=returned.append,
+        **limits,
+    )
+    return task_id, returned
+
+
+def test_the_limits_do_not_cover_storing_the_result(
+    app: Celery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @app.task(name="solotest.quick")
+    def quick() -> str:
+        return "done"
+
+    store: Callable[..., object] = app.backend.store_result
+
+    def slow_store(*args: object, **kwargs: object) -> object:
+        time.sleep(1.0)  # past both limits below
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(app.backend, "store_result", slow_store)
+    pool = celery_solo_limits.TaskPool(limit=1, app=app)
+    pool.start()  # as the worker does, before its consumer builds the tracers
+    task_id, returned = _trace(pool, app, "solotest.quick", soft_timeout=0.3, timeout=0.6)
+    assert returned == [(0, "'done'", pytest.approx(1.0, abs=0.9))]
+    assert app.AsyncResult(task_id).get(timeout=1) == "done"
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_another_tasks_body_called_inside_the_task_does_not_end_its_limits(app: Celery) -> None:
+    @app.task(name="solotest.inner")
+    def inner() -> int:
+        return 1
+
+    @app.task(name="solotest.outer")
+    def outer() -> int:
+        value = int(inner())  # inner's run, called directly: part of outer's body
+        time.sleep(10)
+        return value
+
+    pool = celery_solo_limits.TaskPool(limit=1, app=app)
+    pool.start()
+    pool.start()  # a second start wraps nothing twice
+    task_id, _ = _trace(pool, app, "solotest.outer", soft_timeout=0.3, timeout=0.6)
+    result = app.AsyncResult(task_id)
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, SoftTimeLimitExceeded)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def _run(program: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=False
+    )

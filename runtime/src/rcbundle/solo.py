@@ -8,11 +8,18 @@ parent process watches the task, this pool arms SIGALRM around each task:
 
 - at the soft limit it raises SoftTimeLimitExceeded in the task, as prefork does;
 - at the hard limit it raises TimeLimitExceeded, and the task fails with it.
-  Celery acknowledges that failure as it does a prefork hard time-out. Prefork
-  kills its child instead; a solo node cannot kill its only process and carry on;
+  Celery stores that failure and acknowledges it as it does a prefork hard time-out.
+  Prefork kills its child instead; a solo node cannot kill its only process and carry on;
 - a task that swallows both is still running HARD_EXIT_GRACE seconds later. The
   node then exits with status 70. systemd restarts it, and its message comes back
   after the visibility timeout.
+
+The limits cover the task, not Celery's bookkeeping around it: the alarm is off before
+Celery stores the result and acknowledges the message. The pool marks where the task
+body ends by wrapping each registered task's `run` when the worker starts the pool
+(before its consumer builds the tracers that call `run`). A task registered later is
+still limited, but its limits then also cover the storing of its result, never the
+acknowledgement.
 
 Blocking system calls are interrupted (PEP 475 re-raises from the handler). C code
 that holds the GIL without checking for signals is not interrupted.
@@ -20,11 +27,13 @@ that holds the GIL without checking for signals is not interrupted.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import Any
 
 from rcbundle import versions
 
@@ -37,32 +46,95 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded  # noqa: 
 HARD_EXIT_GRACE = 5.0
 EXIT_STATUS = 70  # EX_SOFTWARE
 
+_SOFT, _HARD, _EXIT = "soft", "hard", "exit"
+_BODY_MARK = "__rcbundle_solo_body__"
+
 
 class _Alarm:
     """The limits of one task as a list of (seconds after start, what happens)."""
 
-    def __init__(self, soft: float | None, hard: float | None) -> None:
-        stages: list[tuple[float, type[Exception] | None]] = []
+    def __init__(
+        self,
+        soft: float | None,
+        hard: float | None,
+        task_name: object = None,
+    ) -> None:
+        stages: list[tuple[float, str]] = []
         if soft:
-            stages.append((float(soft), SoftTimeLimitExceeded))
+            stages.append((float(soft), _SOFT))
         if hard:
-            stages += [(float(hard), TimeLimitExceeded), (float(hard) + HARD_EXIT_GRACE, None)]
+            stages += [(float(hard), _HARD), (float(hard) + HARD_EXIT_GRACE, _EXIT)]
         self.stages = sorted(stages, key=lambda stage: stage[0])
+        self.task_name = task_name
+        self.in_body = False
+        self.stopped = False
         self.started = time.monotonic()
+        self._previous: Any = None
+
+    def __enter__(self) -> _Alarm:
+        global _current
+        self.started = time.monotonic()
+        self._previous = signal.signal(signal.SIGALRM, self.fire)
+        _current = self
+        self.arm()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        global _current
+        self.stop()
+        _current = None
+        signal.signal(signal.SIGALRM, self._previous)
 
     def arm(self) -> None:
-        if self.stages:
+        if self.stages and not self.stopped:
             left = self.stages[0][0] - (time.monotonic() - self.started)
             signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
 
+    def stop(self) -> None:
+        """No limit from now on (idempotent). A signal already pending is ignored by fire()."""
+        self.stopped = True
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
     def fire(self, signum: int, frame: FrameType | None) -> None:
-        at, exc = self.stages.pop(0)
+        if self.stopped or not self.stages:
+            return
+        at, stage = self.stages.pop(0)
         self.arm()
-        if exc is None:
+        if stage == _EXIT:
             os.write(2, f"rcbundle.solo: task still running {at:g}s after start, "
                         "past its hard time limit; exiting\n".encode())  # fmt: skip
             os._exit(EXIT_STATUS)
+        exc = SoftTimeLimitExceeded if stage == _SOFT else TimeLimitExceeded
         raise exc(f"{exc.__name__.removesuffix('Exceeded')} ({at:g}s) exceeded")
+
+
+# The alarm of the task running now (a solo node runs one at a time), for _limit_body.
+_current: _Alarm | None = None
+
+
+def _limit_body(name: str, run: Callable[..., object]) -> Callable[..., object]:
+    """run, with the running task's alarm stopped when it returns or raises."""
+
+    @functools.wraps(run)
+    def body(*args: object, **kwargs: object) -> object:
+        alarm = _current
+        # Only the traced task's own body, entered once: not another task's run called
+        # directly from it, nor the same task called recursively.
+        if alarm is None or alarm.in_body or alarm.task_name != name:
+            return run(*args, **kwargs)
+        alarm.in_body = True
+        try:
+            return run(*args, **kwargs)
+        finally:
+            alarm.stop()
+
+    setattr(body, _BODY_MARK, True)
+    return body
 
 
 class TaskPool(solo.TaskPool):
@@ -73,6 +145,16 @@ class TaskPool(solo.TaskPool):
         # solo's __init__ binds on_apply on the instance (to apply_target): replace that binding.
         self.on_apply = self.apply_with_limits  # type: ignore[method-assign,assignment]
 
+    def on_start(self) -> None:
+        super().on_start()
+        # The worker starts its pool before its consumer builds each task's tracer, which
+        # calls task.run (or the task, whose __call__ calls self.run): wrap run now.
+        if self.app is None:
+            return
+        for name, task in self.app.tasks.items():
+            if not getattr(task.run, _BODY_MARK, False):
+                task.run = _limit_body(name, task.run)
+
     def apply_with_limits(
         self,
         target: Callable[..., object],
@@ -82,11 +164,13 @@ class TaskPool(solo.TaskPool):
         timeout: float | None = None,
         **options: object,
     ) -> None:
-        alarm = _Alarm(soft_timeout, timeout)
-        previous = signal.signal(signal.SIGALRM, alarm.fire)
-        alarm.arm()
-        try:
-            apply_target(target, args, kwargs, **options)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+        # The worker's target is Celery's tracer; its first argument is the task's name.
+        alarm = _Alarm(soft_timeout, timeout, args[0] if args else None)
+
+        def limited(*call_args: object, **call_kwargs: object) -> object:
+            with alarm:
+                return target(*call_args, **call_kwargs)
+
+        # apply_target calls the accept callback before limited and the result callback
+        # (which acknowledges the message) after it: both outside the limits.
+        apply_target(limited, args, kwargs, **options)
