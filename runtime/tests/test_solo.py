@@ -89,6 +89,75 @@ def test_a_task_that_swallows_every_limit_ends_the_node() -> None:
     assert "not reached" not in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("acks_on_timeout", "settled"), [(True, "ack"), (False, "reject requeue=True")]
+)
+def test_a_task_that_swallows_every_limit_is_recorded_as_timed_out_before_the_node_ends(
+    acks_on_timeout: bool, settled: str
+) -> None:
+    # The worker passes the Request's on_timeout as timeout_callback, as it does to prefork,
+    # whose parent calls it for a child it killed: it stores FAILURE and decides to acknowledge
+    # (or requeue), which Celery carries out later in its event loop: the pool does it at once.
+    program = textwrap.dedent(f"""
+        import time
+        from types import SimpleNamespace
+        from rcbundle import solo as m
+        m.HARD_EXIT_GRACE = 0.3
+        def deaf():
+            for _ in range(100):
+                try:
+                    time.sleep(10)
+                except Exception:
+                    pass
+        class Message:
+            acknowledged = False
+            def ack(self):
+                print("ack", flush=True)
+            def reject(self, requeue):
+                print(f"reject requeue={{requeue}}", flush=True)
+        class Request:
+            message = Message()
+            task = SimpleNamespace(acks_late=True, acks_on_timeout={acks_on_timeout})
+            def on_timeout(self, soft, timeout):
+                print(f"on_timeout soft={{soft}} timeout={{timeout}}", flush=True)
+        m.TaskPool(limit=1).apply_async(
+            deaf, soft_timeout=0.1, timeout=0.2, timeout_callback=Request().on_timeout
+        )
+        print("not reached")
+    """)
+    done = _run(program)
+    assert done.returncode == celery_solo_limits.EXIT_STATUS, done
+    assert done.stdout.splitlines() == [
+        "on_timeout soft=True timeout=0.1",
+        "on_timeout soft=False timeout=0.2",
+        settled,
+    ], done
+
+
+def test_a_time_out_that_cannot_be_recorded_still_ends_the_node() -> None:
+    program = textwrap.dedent("""
+        import time
+        from rcbundle import solo as m
+        m.HARD_EXIT_GRACE = 0.2
+        m.RECORD_GRACE = 0.3
+        def deaf():
+            while True:
+                try:
+                    time.sleep(10)
+                except Exception:
+                    pass
+        def on_timeout(soft, timeout):
+            if not soft:
+                deaf()  # a result store that never answers
+        m.TaskPool(limit=1).apply_async(
+            deaf, soft_timeout=0.1, timeout=0.2, timeout_callback=on_timeout
+        )
+    """)
+    done = _run(program)
+    assert done.returncode == celery_solo_limits.EXIT_STATUS, done
+    assert "recording the time-out took too long" in done.stderr
+
+
 def test_the_limits_do_not_cover_accepting_and_acknowledging(
     pool: celery_solo_limits.TaskPool,
 ) -> None:

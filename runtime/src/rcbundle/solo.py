@@ -6,13 +6,20 @@ A solo node runs each task in its main thread, with no pool process to talk to,
 which is why it consumes faster than a prefork node (BENCHMARKS.md). Because no
 parent process watches the task, this pool arms SIGALRM around each task:
 
-- at the soft limit it raises SoftTimeLimitExceeded in the task, as prefork does;
+- at the soft limit it raises SoftTimeLimitExceeded in the task, as prefork does
+  (and logs Celery's "Soft time limit exceeded" warning, as prefork does);
 - at the hard limit it raises TimeLimitExceeded, and the task fails with it.
   Celery stores that failure and acknowledges it as it does a prefork hard time-out.
   Prefork kills its child instead; a solo node cannot kill its only process and carry on;
 - a task that swallows both is still running HARD_EXIT_GRACE seconds later. The
-  node then exits with status 70. systemd restarts it, and its message comes back
-  after the visibility timeout.
+  node then does what prefork's parent does for a child it killed: it calls Celery's
+  Request.on_timeout (the pool's timeout_callback), which records the task as FAILED
+  with TimeLimitExceeded and runs its failure hooks, and acknowledges the message at
+  once (Celery would leave that to the event loop, which never runs again); then it
+  exits with status 70. systemd restarts it; the message is not delivered again.
+  (With task_acks_on_timeout off, Celery's choice is to requeue it instead, as under
+  prefork.) Recording is bounded by RECORD_GRACE seconds (Redis unreachable): past
+  that the node exits anyway, and the message comes back after the visibility timeout.
 
 The limits cover the task, not Celery's bookkeeping around it: the alarm is off before
 Celery stores the result and acknowledges the message. The pool marks where the task
@@ -27,13 +34,14 @@ that holds the GIL without checking for signals is not interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from rcbundle import versions
 
@@ -44,6 +52,9 @@ from celery.concurrency.base import apply_target  # noqa: E402
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded  # noqa: E402
 
 HARD_EXIT_GRACE = 5.0
+# Above the Redis socket timeouts (rcbundle.config): storing the failure and the ack may each
+# wait that long for a broker or result store that has gone away.
+RECORD_GRACE = 40.0
 EXIT_STATUS = 70  # EX_SOFTWARE
 
 _SOFT, _HARD, _EXIT = "soft", "hard", "exit"
@@ -57,6 +68,7 @@ class _Alarm:
         self,
         soft: float | None,
         hard: float | None,
+        timeout_callback: Callable[..., object] | None = None,
         task_name: object = None,
     ) -> None:
         stages: list[tuple[float, str]] = []
@@ -65,6 +77,8 @@ class _Alarm:
         if hard:
             stages += [(float(hard), _HARD), (float(hard) + HARD_EXIT_GRACE, _EXIT)]
         self.stages = sorted(stages, key=lambda stage: stage[0])
+        self.hard = hard
+        self.timeout_callback = timeout_callback
         self.task_name = task_name
         self.in_body = False
         self.stopped = False
@@ -106,11 +120,50 @@ class _Alarm:
         at, stage = self.stages.pop(0)
         self.arm()
         if stage == _EXIT:
-            os.write(2, f"rcbundle.solo: task still running {at:g}s after start, "
-                        "past its hard time limit; exiting\n".encode())  # fmt: skip
-            os._exit(EXIT_STATUS)
+            self.exit(at)
+        if stage == _SOFT and self.timeout_callback is not None:
+            # Celery's warning, which prefork's parent logs; a log line must not change the outcome.
+            with contextlib.suppress(Exception):
+                self.timeout_callback(soft=True, timeout=at)
         exc = SoftTimeLimitExceeded if stage == _SOFT else TimeLimitExceeded
         raise exc(f"{exc.__name__.removesuffix('Exceeded')} ({at:g}s) exceeded")
+
+    def exit(self, at: float) -> NoReturn:
+        """End a task that swallowed its limits: record it as failed, then end the node."""
+        os.write(2, f"rcbundle.solo: task still running {at:g}s after start, "
+                    "past its hard time limit; exiting\n".encode())  # fmt: skip
+        if self.timeout_callback is not None:
+            # Whatever recording meets (a lock, a dead connection), the node still ends.
+            signal.signal(signal.SIGALRM, _exit_now)
+            signal.setitimer(signal.ITIMER_REAL, RECORD_GRACE)
+            try:
+                self.timeout_callback(soft=False, timeout=self.hard)
+                _settle(getattr(self.timeout_callback, "__self__", None))
+            except BaseException as exc:  # the node exits whatever happened
+                os.write(2, f"rcbundle.solo: could not record the time-out: {exc!r}\n".encode())
+        os._exit(EXIT_STATUS)
+
+
+def _settle(request: object) -> None:
+    """Acknowledge (or requeue) the timed-out request's message now, as on_timeout decided.
+
+    on_timeout acknowledges through a callback Celery defers to the worker's event loop, which
+    never runs again in this process. The decision is Celery's documented one: with acks_late,
+    acknowledge if task_acks_on_timeout (task_acks_on_failure_or_timeout), else requeue.
+    """
+    message = getattr(request, "message", None)
+    task = getattr(request, "task", None)
+    if message is None or task is None or message.acknowledged or not task.acks_late:
+        return
+    if task.acks_on_timeout:
+        message.ack()
+    else:
+        message.reject(requeue=True)
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> NoReturn:
+    os.write(2, b"rcbundle.solo: recording the time-out took too long; exiting\n")
+    os._exit(EXIT_STATUS)
 
 
 # The alarm of the task running now (a solo node runs one at a time), for _limit_body.
@@ -162,10 +215,11 @@ class TaskPool(solo.TaskPool):
         kwargs: Mapping[str, object] | None = None,
         soft_timeout: float | None = None,
         timeout: float | None = None,
+        timeout_callback: Callable[..., object] | None = None,
         **options: object,
     ) -> None:
         # The worker's target is Celery's tracer; its first argument is the task's name.
-        alarm = _Alarm(soft_timeout, timeout, args[0] if args else None)
+        alarm = _Alarm(soft_timeout, timeout, timeout_callback, args[0] if args else None)
 
         def limited(*call_args: object, **call_kwargs: object) -> object:
             with alarm:
