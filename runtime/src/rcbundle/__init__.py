@@ -6,6 +6,7 @@
 - rcbundle.configure(app): the one call a producer process adds (a web app, a script).
 - rcbundle.transport: kombu's Redis transport with a fetch that cannot lose a message.
 - rcbundle.solo: Celery's solo pool with the soft and hard time limits.
+- rcbundle.systemd: tells a Type=notify unit when its worker is ready (the loader connects it).
 """
 
 from __future__ import annotations
