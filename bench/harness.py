@@ -255,7 +255,8 @@ class Config:
             units = []
             for node in lab.nodes:
                 cmd = worker_command(node, with_pool(lab.node_args[node], "prefork"))
-                transient(f"bench-prefork-{node}", {"RCBUNDLE_CONFIG": BUNDLE_CONFIG, **LOADER_ENV}, cmd)
+                env = {"RCBUNDLE_CONFIG": BUNDLE_CONFIG, **LOADER_ENV}
+                transient(f"bench-prefork-{node}", env, cmd)
                 units.append(f"bench-prefork-{node}.service")
         elif self.one_node:
             # The same processes as one prefork node (what `kind: long` deploys).

@@ -74,7 +74,7 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "acl key prefix with a glob",
         {**ACL, "redis_acl_key_prefix": "*"},
-        ["redis_acl_key_prefix", "taskapp:"],
+        ["redis_acl_key_prefix", "for example celery:"],
     ),
     (
         "acl command that is not a command name",

@@ -149,4 +149,6 @@ def test_vars_main_passes_every_default() -> None:
     role_vars = yaml.safe_load(VARS_MAIN)
     mapping = role_vars["__celery_worker_instance_defaults"]
     assert list(mapping) == list(DEFAULT_KEYS)
-    assert mapping == {key: f"{{{{ celery_worker_{key} }}}}" for key in DEFAULT_KEYS}
+    # Each key from its variable, except queues: unset, they derive from the routes.
+    expected = {key: f"{{{{ celery_worker_{key} }}}}" for key in DEFAULT_KEYS}
+    assert mapping == expected | {"queues": "{{ __celery_worker_queues }}"}

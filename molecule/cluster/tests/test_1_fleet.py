@@ -15,7 +15,7 @@ UNITS = [(h, i["name"]) for h in WORKERS for i in instances(h)]
 
 
 @pytest.mark.parametrize(("host", "name"), UNITS)
-def test_unit_is_a_hardened_simple_service(host: str, name: str) -> None:
+def test_unit_is_a_hardened_notify_service(host: str, name: str) -> None:
     props = on(
         host,
         f"systemctl show celery-worker@{name} -p ActiveState -p UnitFileState -p Type -p User "
@@ -24,7 +24,7 @@ def test_unit_is_a_hardened_simple_service(host: str, name: str) -> None:
     for expected in [
         "ActiveState=active",
         "UnitFileState=enabled",
-        "Type=simple",
+        "Type=notify",
         "User=taskapp",
         "KillMode=mixed",
         "Restart=on-failure",

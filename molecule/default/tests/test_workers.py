@@ -34,7 +34,7 @@ def test_stop_waits_for_running_tasks(host: testinfra.host.Host) -> None:
         "systemctl show celery-worker@default -p KillMode -p TimeoutStopUSec -p Type"
     )
     assert "KillMode=mixed" in props
-    assert "Type=simple" in props
+    assert "Type=notify" in props
     # hard time limit 330 + soft shutdown 10 + margin 30
     assert "TimeoutStopUSec=6min 10s" in props
 

@@ -109,7 +109,8 @@ def test_worker_trusting_another_ca_never_connects(other_ca: Path) -> None:
         f" && chmod 0640 {probe}/config.toml"
     )
     run = worker.run(
-        f"CELERY_LOADER=rcbundle.loader:Loader RCBUNDLE_CONFIG={probe}/config.toml timeout 25 runuser -u taskapp -- "
+        f"CELERY_LOADER=rcbundle.loader:Loader RCBUNDLE_CONFIG={probe}/config.toml "
+        "timeout 25 runuser -u taskapp -- "
         "/opt/taskapp/current/venv/bin/celery --app taskapp.app:app worker --pool solo "
         "--queues wrong-ca-probe --hostname wrong-ca@%h --without-mingle --without-gossip"
     )

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -35,7 +36,7 @@ def configure(app: Celery, path: Path | None = None) -> Celery:
 
     # Celery's hook after every (re)load of the configuration, so no source of the app's own
     # can come after it. It runs with settings already read: nothing is left to fail there.
-    def apply(source: Any, **_: object) -> None:
+    def apply(source: MutableMapping[str, object], **_: object) -> None:
         source.update(conf)
 
     app.on_after_configure.connect(apply, sender=app, weak=False)
