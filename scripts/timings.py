@@ -31,7 +31,7 @@ FIXED_STAGES = ["bootstrap", "lint", "test-app", "test-bundle"]
 WHAT = {
     "bootstrap": "Debian packages, the tool virtualenv and the base image, when missing",
     "lint": "yamllint, ansible-lint, ruff, mypy",
-    "test-app": "the app's unit and integration tests",
+    "test-app": "the runtime library's and the app's unit and integration tests",
     "test-bundle": "the bundle's own tests, on every core",
 }
 
