@@ -9,7 +9,7 @@ import testinfra
 testinfra_hosts = ["celery_workers"]
 
 # As the units run it: the environment file the role writes, the release's celery.
-CELERY = "env $(cat /etc/textstats/celery.env) /opt/textstats/current/venv/bin/celery"
+CELERY = "env $(grep -v '^#' /etc/textstats/celery.env) /opt/textstats/current/venv/bin/celery"
 
 
 def test_unit_enabled_and_running(host: testinfra.host.Host) -> None:

@@ -80,7 +80,7 @@ def test_workload_leaves_acl_log_empty(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # celery inspect ping as the workers' own hosts run it.
     ping = worker_host().run(
-        "env $(cat /etc/taskapp/celery.env) /opt/taskapp/current/venv/bin/celery "
+        "env $(grep -v '^#' /etc/taskapp/celery.env) /opt/taskapp/current/venv/bin/celery "
         "--app taskapp.app:app inspect ping --timeout 10"
     )
     assert ping.rc == 0, ping.stdout + ping.stderr
