@@ -25,7 +25,8 @@ CONTROLLER_PORT = 16396
 WORKERS = ["mol-cluster-worker1", "mol-cluster-worker2"]
 SPARE = "mol-cluster-worker3"
 CELERY = (
-    "env $(grep -v '^#' /etc/taskapp/celery.env) /opt/taskapp/current/venv/bin/celery --app taskapp.app:app"
+    "env $(grep -v '^#' /etc/taskapp/celery.env) "
+    "/opt/taskapp/current/venv/bin/celery --app taskapp.app:app"
 )
 
 
