@@ -23,7 +23,7 @@ def client(redis_password: str) -> Iterator[Celery]:
     app.close()
 
 
-def test_a_plain_producers_tasks_run_on_both_hosts(client: Celery) -> None:
+def test_a_plain_producers_tasks_run_on_the_fleet(client: Celery) -> None:
     results = [
         client.send_task("textstats.tasks.words", args=(f"the cat and the hat {i}",))
         for i in range(12)
@@ -32,8 +32,10 @@ def test_a_plain_producers_tasks_run_on_both_hosts(client: Celery) -> None:
     for i, result in enumerate(results):
         assert result.get(timeout=60) == {"words": 6, "top": ["the", "cat", "and"]}, i
         workers.add(str(result.worker))
+    # Which node takes a task is the consumers' race (one fast node may take them all):
+    # both hosts answering is test_both_hosts_answer_a_control_ping.
     hosts = {w.split("@")[1] for w in workers}
-    assert hosts == {WORKER1, WORKER2}, workers
+    assert hosts <= {WORKER1, WORKER2}, workers
     # worker1 runs one node per vCPU (default, default-2, ...), worker2 one node.
     assert all(re.fullmatch(r"default(-\d+)?", w.split("@")[0]) for w in workers), workers
 
