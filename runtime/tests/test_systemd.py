@@ -150,3 +150,34 @@ def test_a_failed_notification_does_not_stop_the_worker(
     monkeypatch.setenv("NOTIFY_SOCKET", f"@rcbundle-absent-{uuid.uuid4().hex}")
     systemd._on_ready()
     assert "could not send READY=1 to systemd" in caplog.text
+
+
+def test_ready_waits_for_the_event_loop_tick_that_subscribes_to_remote_control(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from kombu.asynchronous import Hub
+
+    # kombu's Redis transport sends its pidbox PSUBSCRIBE from a tick callback of the worker's
+    # hub: a READY=1 sent before the first tick would let a ping go unheard.
+    events: list[str] = []
+    monkeypatch.setattr(systemd, "_send", lambda state: events.append(state))
+    hub = Hub()
+    hub.on_tick.add(lambda: events.append("tick"))
+    try:
+        systemd._on_ready(sender=SimpleNamespace(hub=hub))  # what Celery sends, before the loop
+        assert events == []
+        loop = hub.create_loop()
+        for _ in range(3):
+            next(loop)
+        assert events[:3] == ["tick", "READY=1", "tick"]
+    finally:
+        hub.close()
+
+
+def test_without_an_event_loop_ready_is_sent_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    monkeypatch.setattr(systemd, "_send", lambda state: events.append(state))
+    systemd._on_ready(sender=object())
+    assert events == ["READY=1"]

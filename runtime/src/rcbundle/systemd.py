@@ -3,8 +3,12 @@
 A solo node busy with a task cannot answer `celery inspect ping` (it runs the task in the
 thread that would answer), so a ping cannot tell a long task from a dead node. systemd can:
 with Type=notify and NotifyAccess=main in a worker's unit, systemd waits for READY=1, which
-this module sends when Celery's worker_ready signal fires (the node has connected and is about
-to consume). `systemctl start` and `restart` then return only once the node consumes, and
+this module sends once the node consumes and answers remote control. Celery's worker_ready
+signal comes too early for that: it fires just before the worker's event loop starts, and
+kombu's Redis transport subscribes to the remote-control (pidbox) channel only in the loop's
+first tick, so a `celery inspect ping` published in between is never heard. READY=1 is
+therefore sent from the loop itself, on its second pass, after that first tick has subscribed.
+`systemctl start` and `restart` then return only once the node consumes and answers, and
 `systemctl is-active` is the deploy's health check, whatever the node is running.
 worker_shutting_down sends STOPPING=1.
 
@@ -54,8 +58,15 @@ def _send(state: str) -> None:
         logger.warning("rcbundle.systemd: could not send %s to systemd: %s", state, exc)
 
 
-def _on_ready(**_: object) -> None:
-    _send(READY)
+def _on_ready(sender: object = None, **_: object) -> None:
+    hub = getattr(sender, "hub", None)  # the worker's Consumer; no hub without an event loop
+    if hub is None:
+        _send(READY)
+        return
+    # Celery calls this just before its loop starts. The loop runs what call_soon queued, then
+    # its tick callbacks (kombu's transport subscribes there), then polls: queued from the
+    # first pass, READY=1 goes out at the start of the second, after the subscription was sent.
+    hub.call_soon(lambda: hub.call_soon(lambda: _send(READY)))
 
 
 def _on_shutting_down(**_: object) -> None:
