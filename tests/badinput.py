@@ -17,8 +17,6 @@ from testkit import playbook
 GOOD_GROUP_VARS: dict[str, Any] = {
     "vault_redis_password": "test-only-throwaway-0123456789",
     "redis_password": "{{ vault_redis_password }}",
-    "celery_worker_redis_host": "{{ groups['redis'] | first }}",
-    "celery_worker_redis_password": "{{ vault_redis_password }}",
 }
 
 
