@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import testinfra
 import yaml
+from celery import Celery
 
 REPO = Path(__file__).resolve().parents[3]
+# Redis's port as published on the controller's loopback by molecule.yml.
+CONTROLLER_PORT = 16390
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +30,12 @@ def host(host: testinfra.host.Host) -> testinfra.host.Host:
     and would run every command as a module (about 1.5 s each here).
     """
     return testinfra.get_host(f"podman://{host.backend.host}")
+
+
+@pytest.fixture(scope="module")
+def client(redis_password: str) -> Iterator[Celery]:
+    """A producer with no code of the bundle's: plain Celery, the broker URL and nothing else."""
+    url = f"redis://:{redis_password}@127.0.0.1:{CONTROLLER_PORT}"
+    app = Celery("producer", broker=f"{url}/0", backend=f"{url}/1")
+    yield app
+    app.close()

@@ -4,23 +4,13 @@ by a producer that has no code of the bundle's: plain Celery, the broker URL and
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 import redis
 from celery import Celery
+from conftest import CONTROLLER_PORT
 
-# Redis's port as published on the controller's loopback by molecule.yml.
-CONTROLLER_PORT = 16390
 WORKER1, WORKER2 = "mol-default-worker1", "mol-default-worker2"
-
-
-@pytest.fixture(scope="module")
-def client(redis_password: str) -> Iterator[Celery]:
-    url = f"redis://:{redis_password}@127.0.0.1:{CONTROLLER_PORT}"
-    app = Celery("producer", broker=f"{url}/0", backend=f"{url}/1")
-    yield app
-    app.close()
 
 
 def test_a_plain_producers_tasks_run_on_the_fleet(client: Celery) -> None:
