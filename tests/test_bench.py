@@ -246,6 +246,30 @@ def test_client_measures_latency_under_load(stock_worker: str) -> None:
     assert time.monotonic() - started < 60
 
 
+def test_plain_producer_sends_on_kombus_transport(stock_worker: str, tmp_path: Path) -> None:
+    """--plain: the bundle's settings (here a loopback Redis, no TLS) without rcbundle's
+    transport; the stock worker on the same Redis runs its tasks."""
+    port = stock_worker.rsplit(":", 1)[1]
+    config = tmp_path / "config.toml"
+    config.write_text(f'[redis]\nhost = "127.0.0.1"\nport = {port}\npassword = "{PASSWORD}"\n')
+    out = subprocess.run(
+        [PYTHON, str(REPO / "bench/client.py"), "--config", str(config), "--plain",
+         "latency", "--n", "3"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["transport"] == "kombu.transport.redis:Transport"
+    assert len(result["samples_ms"]) == 3
+    assert result["max_ms"] == max(result["samples_ms"])
+
+
+def test_plain_is_the_bundle_sides_producer() -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_client.main(["--stock-url", "redis://unused", "--plain", "latency"])
+    assert exc.value.code == 2
+
+
 def test_raw_queue_consumes_every_message(stock_worker: str) -> None:
     result = client(
         stock_worker,
