@@ -47,8 +47,38 @@ def bundle_app(config: str) -> Celery:
     return configure(app, Path(config))
 
 
+def plain_app(config: str) -> Celery:
+    """A plain producer: the bundle's settings on kombu's stock Redis transport.
+
+    The same broker URL (rediss://, the ACL user), TLS files, key prefix, routes and
+    serializers as rcbundle.configure gives, without its `broker_transport`: what a client
+    sends tasks with that copies the deployed settings and runs no rcbundle code (rcbundle only
+    reads the config file here; nothing of it publishes or fetches).
+    """
+    import taskapp.tasks  # noqa: F401  # registers the tasks on app
+    from rcbundle.config import celery_config, load_settings
+    from taskapp.app import app
+
+    conf = celery_config(load_settings(Path(config)))
+    if conf.pop("broker_transport", None) is None:
+        raise SystemExit("rcbundle's settings name no broker_transport: nothing to take out")
+    app.config_from_object(conf, force=True)
+    if transport_name(app).startswith("rcbundle"):
+        raise SystemExit(f"the plain producer runs {transport_name(app)}, not kombu's own")
+    return app
+
+
+def transport_name(app: Celery) -> str:
+    """The broker transport class the app publishes with (module:class); connects nothing."""
+    with app.connection_for_write() as conn:
+        cls = type(conn.transport)
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def make_app(args: argparse.Namespace) -> Celery:
-    return stock_app(args.stock_url) if args.stock_url else bundle_app(args.config)
+    if args.stock_url:
+        return stock_app(args.stock_url)
+    return plain_app(args.config) if args.plain else bundle_app(args.config)
 
 
 def broker_client(app: Celery) -> redis.Redis:
@@ -160,6 +190,7 @@ def drain(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"only {stored} of {len(ids)} results stored")
     return {
         "n": args.n,
+        "transport": transport_name(app),
         "seconds": elapsed,
         "tasks_per_s": args.n / elapsed,
         "publish_per_s": args.n / publish_s,
@@ -185,7 +216,8 @@ def ready(args: argparse.Namespace) -> dict[str, Any]:
 
 def _load(url_or_config: tuple[str, str], rate: float, stop_at: float) -> None:
     kind, value = url_or_config
-    app = stock_app(value) if kind == "stock" else bundle_app(value)
+    apps = {"stock": stock_app, "plain": plain_app, "bundle": bundle_app}
+    app = apps[kind](value)
     task = app.tasks["taskapp.ping"]
     interval = 1.0 / rate
     next_at = time.perf_counter()
@@ -204,7 +236,10 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     task.delay().get(timeout=10)  # connections and the result subscription warmed up
     loader = None
     if args.load_rate:
-        source = ("stock", args.stock_url) if args.stock_url else ("bundle", args.config)
+        if args.stock_url:
+            source = ("stock", args.stock_url)
+        else:
+            source = ("plain" if args.plain else "bundle", args.config)
         stop_at = time.perf_counter() + 600
         loader = multiprocessing.Process(target=_load, args=(source, args.load_rate, stop_at))
         loader.start()
@@ -223,7 +258,14 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     deadline = time.perf_counter() + 30
     while pending(client) and time.perf_counter() < deadline:
         time.sleep(0.05)
-    return {"n": args.n, "samples_ms": samples_ms, "load_rate": args.load_rate, "backlog": backlog}
+    return {
+        "n": args.n,
+        "samples_ms": samples_ms,
+        "max_ms": max(samples_ms, default=0.0),
+        "load_rate": args.load_rate,
+        "backlog": backlog,
+        "transport": transport_name(app),
+    }
 
 
 def _raw_consumer(
@@ -333,6 +375,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="/etc/taskapp/config.toml")
     parser.add_argument("--stock-url", default="", help="redis://:PASSWORD@HOST:PORT (stock)")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="with --config: a plain producer (kombu's stock Redis transport, no rcbundle)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {}
 
@@ -377,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands["plain-config"] = plain_config
 
     args = parser.parse_args(argv)
+    if args.plain and args.stock_url:
+        parser.error("--plain is the bundle side's producer; it does not go with --stock-url")
     json.dump(commands[args.command](args), sys.stdout)
     sys.stdout.write("\n")
 

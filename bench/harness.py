@@ -10,7 +10,9 @@ shared machine falls on all of them alike:
 - unhardened: the same worker nodes and arguments, started without the
   systemd sandbox, against a Redis with requirepass only (no ACL, TLS, AOF);
 - raw: redis-py BRPOP (+ SETEX) consumers, as many processes as the bundle's,
-  and redis-benchmark for Redis itself.
+  and redis-benchmark for Redis itself;
+- plain-producer: the bundle's workers again, in the bundle's turn, fed by a
+  producer with kombu's own Redis transport and the bundle's settings.
 
 The plain Redis (port 6380) and the stock and unhardened workers are
 transient systemd units the harness starts on the lab's hosts; the bundle's
@@ -105,10 +107,14 @@ class Lab:
     def plain_url(self) -> str:
         return f"redis://:{self.password}@{REDIS}:{PLAIN_PORT}"
 
-    def client(self, *argv: str, stock: bool = False, unhardened: bool = False) -> dict[str, Any]:
+    def client(
+        self, *argv: str, stock: bool = False, unhardened: bool = False, plain: bool = False
+    ) -> dict[str, Any]:
         where = ["--stock-url", self.plain_url] if stock else []
         if unhardened:
             where = ["--config", UNHARDENED_CONFIG]
+        if plain:
+            where = [*where, "--plain"]
         out = on(WORKER, PY, f"{BENCH_DIR}/client.py", *where, *argv)
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         return result
@@ -270,8 +276,8 @@ class Config:
         self.client(lab, "ready", "--expect", str(len(units)))
         return units
 
-    def client(self, lab: Lab, *argv: str) -> dict[str, Any]:
-        return lab.client(*argv, stock=self.stock, unhardened=self.unhardened)
+    def client(self, lab: Lab, *argv: str, plain: bool = False) -> dict[str, Any]:
+        return lab.client(*argv, stock=self.stock, unhardened=self.unhardened, plain=plain)
 
 
 STOCK = Config("stock", stock=True)
@@ -313,6 +319,23 @@ def redis_benchmark(lab: Lab, quick: bool) -> dict[str, float]:
     return rates
 
 
+def plain_producer(lab: Lab, sizes: Sizes, rep: int, pids: str, nodes: int) -> dict[str, Any]:
+    """The bundle's workers as they run, fed by a plain producer (client.py --plain: kombu's own
+    Redis transport, the bundle's settings): in the bundle's turn of the rotation, right after
+    the bundle's own producer, with the same sizes."""
+    print(f"bench: rep {rep + 1}/{sizes.reps} plain-producer", flush=True)
+    trivial = ["drain", "--n", str(sizes.trivial), "--pids", pids]
+    return {
+        "rep": rep,
+        "config": "plain-producer",
+        "workers": BUNDLE.name,
+        "nodes": nodes,
+        "trivial": BUNDLE.client(lab, *trivial, plain=True),
+        "trivial_results": BUNDLE.client(lab, *trivial, "--results", plain=True),
+        "latency_idle": BUNDLE.client(lab, "latency", "--n", str(sizes.latency), plain=True),
+    }
+
+
 def measure(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     processes = lab.processes
@@ -340,6 +363,8 @@ def measure(lab: Lab, sizes: Sizes) -> dict[str, Any]:
                     str(sizes.load_rate),
                 )
             runs.append(record)
+            if config is BUNDLE:
+                runs.append(plain_producer(lab, sizes, rep, pids, len(units)))
         stop_workers()
         print(f"bench: rep {rep + 1}/{sizes.reps} raw", flush=True)
         for results in (False, True):

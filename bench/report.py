@@ -12,6 +12,12 @@ THROUGHPUT = ("trivial", "trivial_results", "burn")
 CONFIGS = ("stock", "bundle", "unhardened", "prefork-nodes", "one-node", "stock-1", "bundle-1")
 # The configurations with latency and memory figures (the CPU-only ones have neither).
 FULL_CONFIGS = CONFIGS[:5]
+# The bundle's workers fed by a producer on kombu's own Redis transport (client.py --plain).
+PLAIN = "plain-producer"
+# Its targets against stock, measured in the same run: latency at most this times stock's...
+PLAIN_LATENCY_BOUND = 1.2
+# ...and throughput at least this times stock's.
+PLAIN_THROUGHPUT_BOUND = 1.0
 
 
 def _runs(data: dict[str, Any], config: str) -> list[dict[str, Any]]:
@@ -122,7 +128,81 @@ def summarize_run(data: dict[str, Any]) -> dict[str, Any]:
         "ratios": {k: v.as_dict() for k, v in ratios.items()},
     }
     summary["targets"] = [t.as_dict() for t in targets(summary, data.get("deploy"))]
+    plain = plain_producer(data)
+    if plain:
+        summary["plain_producer"] = plain
     return summary
+
+
+def plain_producer(data: dict[str, Any]) -> dict[str, Any] | None:
+    """A plain producer's figures beside stock's and the bundle producer's, and its targets.
+
+    None for a run without plain-producer runs (results from before it was measured).
+    Latency: every repetition's idle samples pooled, as the latency table does, and the ratio
+    of the pooled percentiles. Throughput: median of repetitions, and the median of the
+    per-repetition ratios to stock (both measured in the same repetition).
+    """
+    if not _runs(data, PLAIN) or not _runs(data, "stock"):
+        return None
+    producers = {"stock": "stock", "bundle": "bundle", "plain": PLAIN}
+    latency = {
+        name: latency_summary([s for r in _runs(data, c) for s in r["latency_idle"]["samples_ms"]])
+        for name, c in producers.items()
+        if _runs(data, c)
+    }
+    throughput = {
+        name: {
+            w: summarize(list(v.values())).as_dict()
+            for w in ("trivial", "trivial_results")
+            if (v := _rate(data, c, w))
+        }
+        for name, c in producers.items()
+        if _runs(data, c)
+    }
+    ratios: dict[str, dict[str, float]] = {
+        f"latency_{p}": {"median": ratio(latency["plain"][p], latency["stock"][p])}
+        for p in ("p50", "p99", "max")
+    }
+    for w in ("trivial", "trivial_results"):
+        ratios[w] = paired_ratio(_rate(data, PLAIN, w), _rate(data, "stock", w)).as_dict()
+    found = [
+        Target(
+            f"Plain producer / Stock, idle latency {p}",
+            ratios[f"latency_{p}"]["median"],
+            PLAIN_LATENCY_BOUND,
+            False,
+            "x",
+        )
+        for p in ("p50", "p99")
+    ]
+    found += [
+        Target(
+            f"Plain producer / Stock, trivial tasks {what}",
+            ratios[w]["median"],
+            PLAIN_THROUGHPUT_BOUND,
+            True,
+            "x",
+        )
+        for w, what in (("trivial", "without results"), ("trivial_results", "with results"))
+    ]
+    # What each producer's client said it published with (older results do not say).
+    transports: dict[str, list[str]] = {}
+    for name, c in producers.items():
+        seen = {
+            r[k]["transport"]
+            for r in _runs(data, c)
+            for k in ("trivial", "trivial_results", "latency_idle")
+            if "transport" in r.get(k, {})
+        }
+        if seen:
+            transports[name] = sorted(seen)
+    return {
+        "latency_idle_ms": latency,
+        "throughput": throughput,
+        "ratios": ratios,
+        "transports": transports,
+        "targets": [t.as_dict() for t in found],
+    }
 
 
 def targets(summary: dict[str, Any], deploy: dict[str, Any] | None) -> list[Target]:
@@ -200,10 +280,76 @@ def targets(summary: dict[str, Any], deploy: dict[str, Any] | None) -> list[Targ
 
 def targets_text(summary: dict[str, Any]) -> str:
     lines = []
-    for t in summary["targets"]:
+    for t in [*summary["targets"], *summary.get("plain_producer", {}).get("targets", [])]:
         target = Target(t["name"], t["value"], t["bound"], t["at_least"], t["unit"])
         lines.append(f"- {t['name']}: {target.describe()}")
     return "\n".join(lines)
+
+
+def _targets_table(found: Iterable[dict[str, Any]]) -> list[str]:
+    out = ["| target | measured | bound | verdict |", "| --- | --- | --- | --- |"]
+    for t in found:
+        sign = ">=" if t["at_least"] else "<="
+        verdict = "met" if t["met"] else f"**not met**, off by {t['shortfall']:.0%}"
+        measured = f"{t['value']:.3g}{t['unit']}"
+        bound = f"{sign} {t['bound']:.3g}{t['unit']}"
+        out.append(f"| {t['name']} | {measured} | {bound} | {verdict} |")
+    return out
+
+
+def plain_producer_markdown(p: dict[str, Any]) -> list[str]:
+    """The plain producer's table beside stock's and the bundle producer's, and its targets."""
+    labels = {
+        "stock": "stock (stock producer, stock workers)",
+        "bundle": "bundle producer (rcbundle.transport), bundle workers",
+        "plain": "**plain producer** (kombu's Redis transport), bundle workers",
+    }
+    out = [
+        "## Plain producer",
+        "",
+        "A producer with no bundle code on its message path (`bench/client.py --plain`: the",
+        "bundle's settings, that is its rediss:// URL with the ACL user, TLS files, key prefix,",
+        "routes and serializers, on kombu's own Redis transport, without `broker_transport`)",
+        "sends to the bundle's workers, in the bundle's turn of every repetition, right after",
+        "the bundle's own producer. Idle latency: all repetitions' samples pooled; throughput:",
+        "drains as in the throughput table, median of repetitions (min-max).",
+        "",
+        "| producer, workers | idle p50 (ms) | idle p99 (ms) | idle max (ms) | "
+        "trivial, no results (tasks/s) | trivial, results (tasks/s) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, label in labels.items():
+        lat, tp = p["latency_idle_ms"].get(name), p["throughput"].get(name, {})
+        cells = [f"{lat['p50']:.2f}", f"{lat['p99']:.2f}", f"{lat['max']:.1f}"] if lat else []
+        cells = cells or ["-"] * 3
+        cells += [_s(tp[w]) if w in tp else "-" for w in ("trivial", "trivial_results")]
+        out.append(f"| {label} | {' | '.join(cells)} |")
+    r = p["ratios"]
+    out += [
+        "",
+        "Plain producer / stock: idle latency "
+        + ", ".join(f"{k} {r[f'latency_{k}']['median']:.2f}x" for k in ("p50", "p99", "max"))
+        + f"; throughput {_x(r['trivial'])} without results and "
+        f"{_x(r['trivial_results'])} with (median of per-repetition ratios, min-max).",
+    ]
+    if p.get("transports"):
+        out.append(
+            "Transports, as each client reported: "
+            + "; ".join(f"{name} `{'`, `'.join(t)}`" for name, t in p["transports"].items())
+            + "."
+        )
+    out += [
+        "",
+        f"Targets: idle latency p50 and p99 at most {PLAIN_LATENCY_BOUND:g}x stock's, "
+        f"throughput at least {PLAIN_THROUGHPUT_BOUND:g}x stock's, measured in the same run.",
+        "",
+        *_targets_table(p["targets"]),
+    ]
+    return out
+
+
+def _x(d: dict[str, float]) -> str:
+    return f"{d['median']:.2f}x ({d['min']:.2f}-{d['max']:.2f})"
 
 
 def _s(d: dict[str, float], digits: int = 0) -> str:
@@ -234,15 +380,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "## Targets (issue 6)",
         "",
-        "| target | measured | bound | verdict |",
-        "| --- | --- | --- | --- |",
+        *_targets_table(s["targets"]),
     ]
-    for t in s["targets"]:
-        sign = ">=" if t["at_least"] else "<="
-        verdict = "met" if t["met"] else f"**not met**, off by {t['shortfall']:.0%}"
-        measured = f"{t['value']:.3g}{t['unit']}"
-        bound = f"{sign} {t['bound']:.3g}{t['unit']}"
-        out.append(f"| {t['name']} | {measured} | {bound} | {verdict} |")
     out += [
         "",
         "## Throughput (tasks/s, median of repetitions, min-max in brackets)",
@@ -297,6 +436,8 @@ def markdown(data: dict[str, Any]) -> str:
             f"| {config} | {i['p50']:.2f} | {i['p99']:.2f} | {i['max']:.1f} | "
             f"{ld['p50']:.2f} | {ld['p99']:.2f} | {ld['max']:.1f} |"
         )
+    if "plain_producer" in s:
+        out += ["", *plain_producer_markdown(s["plain_producer"])]
     out += [
         "",
         "## Memory",
@@ -387,6 +528,11 @@ repetition to the next:
 - **one-node**: the bundle's processes as a single prefork node (what `kind:
   long` deploys), against the hardened Redis, started as a transient unit
   without the sandbox: **bundle** against it is what several nodes gain.
+- **plain-producer**: the bundle's workers as **bundle** runs them, in its
+  turn of the rotation, fed by a producer with no bundle code on its message
+  path (`bench/client.py --plain`): the bundle's settings on kombu's own Redis
+  transport. Its trivial-task drains and idle latency are measured as the
+  others'.
 - **stock-1, bundle-1**: one process (stock with `--concurrency 1`, the
   bundle's first node alone) for the CPU-bound task's scaling.
 - **raw**: redis-py consumers doing BRPOP (and SETEX of a result), as many

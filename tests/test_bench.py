@@ -69,10 +69,27 @@ def _latency(ms: float) -> dict[str, Any]:
     return {"samples_ms": [ms, ms * 2]}
 
 
-def fake_run() -> dict[str, Any]:
-    """Two repetitions where the bundle is exactly twice Stock, and so on."""
+def fake_run(plain: tuple[float, float, float] | None = None) -> dict[str, Any]:
+    """Two repetitions where the bundle is exactly twice Stock, and so on.
+
+    plain: a plain producer's idle latency, trivial and trivial-with-results rates as factors
+    of Stock's (None: a run from before the plain producer was measured).
+    """
     runs: list[dict[str, Any]] = []
     for rep, noise in enumerate((1.0, 1.5)):
+        if plain:
+            latency, rate, results_rate = plain
+            runs.append(
+                {
+                    "rep": rep,
+                    "config": "plain-producer",
+                    "workers": "bundle",
+                    "nodes": 2,
+                    "trivial": _drain(1000 * rate * noise) | {"transport": "kombu:Transport"},
+                    "trivial_results": _drain(500 * results_rate * noise),
+                    "latency_idle": _latency(1.0 * latency),
+                }
+            )
         for config, factor in (
             ("stock", 1.0),
             ("bundle", 2.0),
@@ -150,6 +167,70 @@ def test_report_pairs_ratios_within_each_repetition() -> None:
     assert "would need 75% and 90% of the machine" in text
     assert "was 5% (5% to 5%) without results" in text
     assert "does not win that back here: solo ran 1.25x" in text
+    # No plain-producer runs (older results): no such section, and nothing else changes.
+    assert "plain_producer" not in summary
+    assert "## Plain producer" not in text
+
+
+@pytest.mark.parametrize(
+    ("plain", "verdicts"),
+    [
+        # Today's plain producer: its task waits for the workers' 1 s poll.
+        ((600.0, 0.9, 1.0), {"p50": False, "p99": False, "without": False, "with": True}),
+        ((1.2, 1.0, 1.1), {"p50": True, "p99": True, "without": True, "with": True}),
+        ((1.3, 1.5, 0.5), {"p50": False, "p99": False, "without": True, "with": False}),
+    ],
+)
+def test_plain_producer_is_measured_against_stock(
+    plain: tuple[float, float, float], verdicts: dict[str, bool]
+) -> None:
+    data = fake_run(plain)
+    summary = report.summarize_run(data)
+    p = summary["plain_producer"]
+    latency, rate, results_rate = plain
+    assert p["latency_idle_ms"]["stock"]["p50"] == pytest.approx(1.5)  # samples 1, 2, 1, 2
+    assert p["latency_idle_ms"]["bundle"]["max"] == pytest.approx(4.0)
+    assert p["latency_idle_ms"]["plain"]["max"] == pytest.approx(2.0 * latency)
+    assert p["ratios"]["latency_p50"]["median"] == pytest.approx(latency)
+    assert p["ratios"]["latency_p99"]["median"] == pytest.approx(latency)
+    # Paired within each repetition: the machine's 1.5x in repetition 2 does not move them.
+    assert p["ratios"]["trivial"] == pytest.approx(
+        {"median": rate, "min": rate, "max": rate, "runs": 2, "spread": 0.0}
+    )
+    assert p["ratios"]["trivial_results"]["median"] == pytest.approx(results_rate)
+    assert p["throughput"]["plain"]["trivial"]["max"] == pytest.approx(1500 * rate)
+    assert p["transports"] == {"plain": ["kombu:Transport"]}
+    met = {t["name"]: t["met"] for t in p["targets"]}
+    assert met == {
+        "Plain producer / Stock, idle latency p50": verdicts["p50"],
+        "Plain producer / Stock, idle latency p99": verdicts["p99"],
+        "Plain producer / Stock, trivial tasks without results": verdicts["without"],
+        "Plain producer / Stock, trivial tasks with results": verdicts["with"],
+    }
+    # The plain producer leaves issue 6's targets as they were.
+    assert summary["targets"] == report.summarize_run(fake_run())["targets"]
+    assert all(t["name"] in report.targets_text(summary) for t in p["targets"])
+    data["summary"] = summary
+    text = report.markdown(data)
+    section = text.split("## Plain producer\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert rows[2].startswith("| stock (stock producer, stock workers) | 1.50 | 2.00 | 2.0 | ")
+    assert rows[3].startswith("| bundle producer (rcbundle.transport), bundle workers | 3.00 |")
+    plain_row = rows[4].split(" | ")
+    assert plain_row[0] == "| **plain producer** (kombu's Redis transport), bundle workers"
+    assert plain_row[1] == f"{1.5 * latency:.2f}"
+    assert plain_row[3] == f"{2.0 * latency:.1f}"
+    assert plain_row[4] == f"{1250 * rate:,.0f} ({1000 * rate:,.0f}-{1500 * rate:,.0f})"
+    assert f"idle latency p50 {latency:.2f}x, p99 {latency:.2f}x, max {latency:.2f}x" in section
+    assert f"throughput {rate:.2f}x ({rate:.2f}-{rate:.2f}) without results" in section
+    assert "Targets: idle latency p50 and p99 at most 1.2x stock's" in section
+    for t in p["targets"]:
+        verdict = "met" if t["met"] else "**not met**"
+        assert f"| {t['name']} | {t['value']:.3g}x | " in section
+        assert any(
+            line.startswith(f"| {t['name']} |") and f"| {verdict}" in line
+            for line in section.splitlines()
+        )
 
 
 def _free_port() -> int:
@@ -244,6 +325,30 @@ def test_client_measures_latency_under_load(stock_worker: str) -> None:
     assert len(result["samples_ms"]) == 5
     assert all(ms > 0 for ms in result["samples_ms"])
     assert time.monotonic() - started < 60
+
+
+def test_plain_producer_sends_on_kombus_transport(stock_worker: str, tmp_path: Path) -> None:
+    """--plain: the bundle's settings (here a loopback Redis, no TLS) without rcbundle's
+    transport; the stock worker on the same Redis runs its tasks."""
+    port = stock_worker.rsplit(":", 1)[1]
+    config = tmp_path / "config.toml"
+    config.write_text(f'[redis]\nhost = "127.0.0.1"\nport = {port}\npassword = "{PASSWORD}"\n')
+    out = subprocess.run(
+        [PYTHON, str(REPO / "bench/client.py"), "--config", str(config), "--plain",
+         "latency", "--n", "3"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["transport"] == "kombu.transport.redis:Transport"
+    assert len(result["samples_ms"]) == 3
+    assert result["max_ms"] == max(result["samples_ms"])
+
+
+def test_plain_is_the_bundle_sides_producer() -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_client.main(["--stock-url", "redis://unused", "--plain", "latency"])
+    assert exc.value.code == 2
 
 
 def test_raw_queue_consumes_every_message(stock_worker: str) -> None:
