@@ -17,6 +17,9 @@ import redis
 # Characters that break an unquoted redis:// URL, so the quoting is proven end to end.
 PASSWORD = "it:p@ss/w#rd%"
 STARTUP_SECONDS = 20
+# What the redis role sets on the broker: keyspace events (K) for list commands (l), which
+# rcbundle.transport's consumers wake on.
+NOTIFY_KEYSPACE_EVENTS = "Kl"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ def run_redis(workdir: Path) -> Iterator[RedisServer]:
     proc = subprocess.Popen(args, start_new_session=True)
     try:
         _wait_until("redis-server", lambda: _answers(server), proc, log)
+        server.client(PASSWORD).config_set("notify-keyspace-events", NOTIFY_KEYSPACE_EVENTS)
         yield server
     finally:
         _stop(proc, timeout=10)
