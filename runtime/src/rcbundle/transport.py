@@ -31,9 +31,23 @@ consumer fetches what came in meanwhile. A token nobody needed costs one empty F
 each message for every idle consumer of its queue but the one that takes it (each subscriber
 pushes a token).
 
+Ownership (transport option `rcbundle_owner`, set by rcbundle.loader to the worker's node name in
+`celery worker`). FETCH also records `<unacked>_owner[delivery_tag] = owner`; kombu's removal of
+a tag from its indices (ack, reject, restore: QoS._remove_from_indices) removes it too. The first
+channel of a process that consumes with that owner restores, before its first fetch, every
+message the hash gives to the owner, with kombu's QoS.restore_by_tag (back to its queue,
+redelivered), and drops owner entries whose tag is no longer unacknowledged. A worker node killed
+mid-task so gets its messages back when its unit restarts, not after the visibility timeout. That
+is safe because nothing else can hold them: the celery_worker role runs each node as its own
+systemd unit `celery-worker@NAME` with node name NAME@host, and systemd starts a unit's new
+process only after its previous process and every process of its cgroup are gone. Node names
+must therefore be unique among live processes (the role's are). Only once per process (a
+reconnect must not take back the messages its own running tasks hold) and never in a forked child
+(prefork's pool processes, whose parent is alive). Producers and beat have no owner.
+
 Fork safety. A forked child inherits no running subscriber (threads do not survive fork); an
 os.register_at_fork hook gives each subscriber fresh state there without touching the parent's
-socket.
+socket, and the child never restores owned messages.
 
 Selected with Celery's broker_transport setting (rcbundle.config); the URL stays redis:// or
 rediss://. Workers must use it for the safety; producers may use anything that speaks kombu.
@@ -46,15 +60,19 @@ kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Ce
   change), _q_for_pri, priority_steps, active_queues, _purge, _delete, _closing,
   connection_errors, client (its .connection and parse_response), pool (its connection_kwargs),
   conn_or_acquire, global_keyprefix, sep, unacked_key, unacked_index_key, brpop_timeout,
-  QoS, qos, connection._deliver; close, whose disconnect of the pool (in-use connections too)
-  also ends the subscriber's wait at once.
+  from_transport_options, QoS, qos, connection._deliver; close, whose disconnect of the pool
+  (in-use connections too) also ends the subscriber's wait at once.
 - kombu.transport.redis.Transport.__init__ makes the polling_interval option brpop_timeout;
   virtual.Transport.drain_events sleeps polling_interval after a poll that delivers nothing.
-- kombu.transport.redis.QoS: append (whose Redis writes FETCH replaces); virtual.QoS.append.
+- kombu.transport.redis.QoS: append (whose Redis writes FETCH replaces), _remove_from_indices
+  (the one pipeline of ack, reject and restore_by_tag; restore_visible and the restore at close
+  go through restore_by_tag), restore_by_tag; virtual.QoS.append. kombu's Channel._restore
+  (virtual QoS only, unused by the Redis QoS) removes no owner entry; a channel that restores
+  its owner's messages drops such stale entries.
 - kombu's message layout: properties.delivery_tag and properties.delivery_info
   (exchange, routing_key); the unacked entry [message, exchange, routing_key] (JSON).
-- kombu's prefixing client prefixes BRPOP but not EVAL or pub/sub channel names: those are
-  prefixed here, on plain redis-py clients.
+- kombu's prefixing client prefixes BRPOP and HDEL (used through kombu's pipeline) but not
+  EVAL, HSCAN or pub/sub channel names: those are prefixed here, on plain redis-py clients.
 - redis-py: PubSub (subscribe, unsubscribe, get_message, close, its connection: PINGs it when
   idle for health_check_interval; next_health_check is when the next is due),
   ConnectionPool.connection_kwargs["db"], and its fork check (a pool used in a forked child
@@ -74,6 +92,7 @@ from time import monotonic, time
 from typing import TYPE_CHECKING, Any, cast
 
 from rcbundle import versions
+from rcbundle.config import OWNER_OPTION
 
 versions.check()  # below kombu's public API: refuse an untested kombu
 
@@ -83,29 +102,38 @@ from kombu.transport import redis as kombu_redis  # noqa: E402
 from kombu.transport import virtual  # noqa: E402
 from kombu.utils.encoding import bytes_to_str  # noqa: E402
 from kombu.utils.json import loads  # noqa: E402
-from redis.client import PubSub  # noqa: E402
+from kombu.utils.objects import cached_property  # noqa: E402
+from redis.client import Pipeline, PubSub  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-# KEYS: n queue keys (in consuming order), unacked, unacked_index, then the queues' wake lists.
-# ARGV: now, n, then per queue key "1" (record it: a consumer that acknowledges) or "0" (no_ack).
-# The record is written before the message is removed, and allow-oom lets it be written on a full
-# noeviction server, where taking the message and then failing to record it would lose it.
+# KEYS: n queue keys (in consuming order), unacked, unacked_index, unacked_owner, then the queues'
+# wake lists. ARGV: now, n, owner ("" = none), then per queue key "1" (record it: a consumer that
+# acknowledges) or "0" (no_ack). The record is written before the message is removed, and
+# allow-oom lets it be written on a full noeviction server, where taking the message and then
+# failing to record it would lose it.
 FETCH = """#!lua flags=allow-oom
 local n = tonumber(ARGV[2])
+local owner = ARGV[3]
 for i = 1, n do
   local item = redis.call('LINDEX', KEYS[i], -1)
   if item then
-    if ARGV[i + 2] == '1' then
+    if ARGV[i + 3] == '1' then
       local ok, message = pcall(cjson.decode, item)
       local props = ok and type(message) == 'table' and message['properties']
       if type(props) == 'table' and type(props['delivery_tag']) == 'string'
           and type(props['delivery_info']) == 'table' then
+        local tag = props['delivery_tag']
         local info = props['delivery_info']
         local entry = '[' .. item .. ',' .. cjson.encode(info['exchange'] or '') .. ','
           .. cjson.encode(info['routing_key'] or '') .. ']'
-        redis.call('HSET', KEYS[n + 1], props['delivery_tag'], entry)
-        redis.call('ZADD', KEYS[n + 2], ARGV[1], props['delivery_tag'])
+        redis.call('HSET', KEYS[n + 1], tag, entry)
+        redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)
+        if owner ~= '' then
+          redis.call('HSET', KEYS[n + 3], tag, owner)
+        else
+          redis.call('HDEL', KEYS[n + 3], tag)
+        end
       end
     end
     redis.call('RPOP', KEYS[i])
@@ -113,15 +141,29 @@ for i = 1, n do
   end
 end
 -- Every queue is empty: tokens left behind (a backlog drained without waiting) are stale.
-for i = n + 3, #KEYS do
+for i = n + 4, #KEYS do
   redis.call('DEL', KEYS[i])
 end
 return false
 """
 
+# KEYS: unacked, unacked_owner. ARGV: delivery tags. Drops each tag's owner entry if the tag is
+# no longer unacknowledged (checked and dropped in one step: a FETCH cannot come in between).
+DROP_STALE_OWNERS = """
+local dropped = 0
+for i = 1, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
+    dropped = dropped + redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+end
+return dropped
+"""
+
 WAKE_SUFFIX = "wake"
 # A wake list nobody consumes any more disappears this long after its last token.
 WAKE_TTL_MS = 60_000
+OWNER_SUFFIX = "_owner"  # the owner hash is kombu's unacked_key + this: "unacked_owner"
+OPTIONS = (OWNER_OPTION,)
 
 # The keyspace events that put a message on a queue: kombu's publish (LPUSH), restore (RPUSH, or
 # LPUSH for a requeued reject).
@@ -130,14 +172,20 @@ PUSH_EVENTS = frozenset({b"lpush", b"rpush"})
 TICK_SECONDS = 0.5
 BACKOFF_SECONDS = (0.1, 5.0)  # first and longest pause between reconnects
 JOIN_SECONDS = 2.0
+STALE_BATCH = 500
 
 _FETCH = "fetch"
 _WAIT = "wait"
 
+# Owners whose messages this process has restored; a forked child restores none.
+_restored_owners: set[str] = set()
+_forked = False
 _wakers: weakref.WeakSet[KeyspaceWaker] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
     for waker in list(_wakers):
         waker.after_fork_in_child()
 
@@ -292,6 +340,16 @@ class QoS(kombu_redis.QoS):
         else:  # basic_get, kombu's own path
             super().append(message, delivery_tag)
 
+    def _remove_from_indices(self, delivery_tag: str, pipe: Pipeline | None = None) -> Pipeline:
+        # kombu's one removal for ack, reject and restore_by_tag; its pipeline prefixes HDEL.
+        removal: Any = cast(Any, super())._remove_from_indices(delivery_tag, pipe)
+        removal.hdel(self.unacked_owner_key, delivery_tag)  # queued on that pipeline
+        return cast(Pipeline, removal)
+
+    @cached_property
+    def unacked_owner_key(self) -> str:
+        return cast("ReliableFetch", self.channel).unacked_owner_key
+
 
 if TYPE_CHECKING:
     _ChannelBase = kombu_redis.Channel
@@ -300,9 +358,10 @@ else:
 
 
 class ReliableFetch(_ChannelBase):
-    """FETCH and keyspace wake-ups, for kombu's Redis channel."""
+    """FETCH, keyspace wake-ups and ownership, for kombu's Redis channel."""
 
     QoS = QoS
+    rcbundle_owner: str = ""  # the transport option (OWNER_OPTION)
 
     # kombu's own, which its type stubs (celery-types) leave out.
     _closing: bool
@@ -320,6 +379,14 @@ class ReliableFetch(_ChannelBase):
         self._waker: KeyspaceWaker | None = None
         super().__init__(*args, **kwargs)
 
+    @property
+    def owner(self) -> str:
+        return str(self.rcbundle_owner or "")
+
+    @property
+    def unacked_owner_key(self) -> str:
+        return self.unacked_key + OWNER_SUFFIX
+
     def wake_key(self, queue: str) -> str:
         return f"{queue}{self.sep}{WAKE_SUFFIX}"
 
@@ -332,8 +399,40 @@ class ReliableFetch(_ChannelBase):
         **kwargs: object,
     ) -> str:
         (self._noack_queues.add if no_ack else self._noack_queues.discard)(queue)
+        if not no_ack:
+            self._restore_owned()
         tag: str = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
         return tag
+
+    def _restore_owned(self) -> None:
+        """Give back what this owner's previous process fetched and left (module docstring)."""
+        owner = self.owner
+        if not owner or _forked or owner in _restored_owners:
+            return
+        prefix = self.global_keyprefix
+        plain = redis.Redis(connection_pool=self.pool)  # our own commands, prefixed here
+        mine: list[str] = []
+        others: list[bytes] = []
+        for tag, holder in plain.hscan_iter(prefix + self.unacked_owner_key):
+            if holder == owner.encode():
+                mine.append(bytes_to_str(tag))
+            else:
+                others.append(tag)
+        for tag in mine:  # also drops the entry of a tag no longer unacked
+            cast(QoS, self.qos).restore_by_tag(tag)
+        for start in range(0, len(others), STALE_BATCH):
+            plain.eval(
+                DROP_STALE_OWNERS, 2, prefix + self.unacked_key, prefix + self.unacked_owner_key,
+                *others[start : start + STALE_BATCH],
+            )  # fmt: skip
+        _restored_owners.add(owner)
+        if mine:
+            logger.info(
+                "rcbundle.transport: %d message(s) fetched by %s before it restarted went back "
+                "to their queues",
+                len(mine),
+                owner,
+            )
 
     def _update_queue_cycle(self) -> None:
         # kombu calls this from basic_consume and _basic_cancel, once the queues have changed.
@@ -399,13 +498,14 @@ class ReliableFetch(_ChannelBase):
 
     def _send_fetch(self) -> None:
         prefix = self.global_keyprefix
-        keys = [key for key, _ in self._poll_keys] + [self.unacked_key, self.unacked_index_key]
+        keys = [key for key, _ in self._poll_keys]
+        keys += [self.unacked_key, self.unacked_index_key, self.unacked_owner_key]
         keys += [self.wake_key(queue) for queue in self._poll_queues]
         record = ["0" if queue in self._noack_queues else "1" for _, queue in self._poll_keys]
         now = f"{time():.6f}"
         self._send(
             _FETCH, "EVAL", FETCH, len(keys), *[prefix + key for key in keys],
-            now, len(self._poll_keys), *record,
+            now, len(self._poll_keys), self.owner, *record,
         )  # fmt: skip
 
     def _send_wait(self) -> None:
@@ -451,7 +551,7 @@ class ReliableFetch(_ChannelBase):
 
 
 class Channel(ReliableFetch, kombu_redis.Channel):
-    """kombu's Redis channel with ReliableFetch."""
+    from_transport_options = kombu_redis.Channel.from_transport_options + OPTIONS
 
 
 if TYPE_CHECKING:

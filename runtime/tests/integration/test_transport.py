@@ -117,13 +117,14 @@ def test_producers_push_no_token_acks_clear_the_record_and_an_empty_fetch_clears
 def test_a_no_ack_consumer_leaves_no_record(redis_server: RedisServer, admin: redis.Redis) -> None:
     noack = queue("noack")
     received: list[Message] = []
-    with connect(redis_url(redis_server), RELIABLE) as conn:
+    with connect(redis_url(redis_server), RELIABLE, rcbundle_owner="noack@itest") as conn:
         publish(conn, noack, "once")
         with Consumer(conn, queues=[noack], accept=["json"], no_ack=True,
                       callbacks=[keep(received)]):  # fmt: skip
             conn.drain_events(timeout=5)
     assert [m.payload for m in received] == ["once"]
     assert admin.hlen(PREFIX + "unacked") == 0
+    assert admin.exists(PREFIX + "unacked_owner") == 0
 
 
 def test_a_full_broker_refuses_publishing_but_still_hands_out_messages(
