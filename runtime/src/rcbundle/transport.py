@@ -14,12 +14,13 @@ Wake-ups. A script cannot block, so an idle consumer waits with BRPOP on a per-q
 kombu or Celery, `celery call`, Flower) publishes with kombu's LPUSH. The broker runs with
 `notify-keyspace-events` containing K and l, so every LPUSH/RPUSH onto a queue key is announced
 on `__keyspace@<db>__:<key>`. Each consuming channel has a subscriber (KeyspaceWaker: a daemon
-thread with its own redis-py PubSub on the channel's connection pool, so TLS and the ACL user are
-the channel's) that SUBSCRIBEs to exactly those channels for the queue keys it consumes (every
-queue x kombu priority step) and, on an `lpush` or `rpush` event, pushes a token onto that
-queue's wake list, which ends the waiting BRPOP at once. Without notifications (not enabled on
-the server, subscriber reconnecting) nothing is lost: the BRPOP times out after the transport's
-polling_interval (kombu's brpop_timeout, 1 s by default) and the consumer fetches anyway.
+thread with its own redis-py PubSub on the channel's connection pool, so TLS, the ACL user and
+Sentinel's master discovery are the channel's) that SUBSCRIBEs to exactly those channels for the
+queue keys it consumes (every queue x kombu priority step) and, on an `lpush` or `rpush` event,
+pushes a token onto that queue's wake list, which ends the waiting BRPOP at once. Without
+notifications (not enabled on the server, subscriber reconnecting) nothing is lost: the BRPOP
+times out after the transport's polling_interval (kombu's brpop_timeout, 1 s by default) and the
+consumer fetches anyway.
 
 Why no wake-up is lost. FETCH deletes a queue's tokens only when it finds every queue empty, in
 the same atomic script. A message pushed after that FETCH is announced after it, so its token is
@@ -45,13 +46,17 @@ must therefore be unique among live processes (the role's are). Only once per pr
 reconnect must not take back the messages its own running tasks hold) and never in a forked child
 (prefork's pool processes, whose parent is alive). Producers and beat have no owner.
 
+Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, option
+`master_name`). The subscriber's connections come from the Sentinel-managed pool, and it also
+re-checks the master's address every health_check_interval, moving to a new master.
+
 Fork safety. A forked child inherits no running subscriber (threads do not survive fork); an
 os.register_at_fork hook gives each subscriber fresh state there without touching the parent's
 socket, and the child never restores owned messages.
 
-Selected with Celery's broker_transport setting (rcbundle.config); the URL stays redis:// or
-rediss://. Workers must use it for the safety; producers may use anything that speaks kombu.
-kombu's ack_emulation=False is not supported.
+Selected with Celery's broker_transport setting (rcbundle.config); the URL stays redis://,
+rediss:// (or sentinel:// with SentinelTransport). Workers must use it for the safety; producers
+may use anything that speaks kombu. kombu's ack_emulation=False is not supported.
 
 kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Celery series):
 - kombu.transport.redis.Channel: _brpop_start, _brpop_read, _in_poll, _brpop_sent_at (the poll
@@ -60,8 +65,8 @@ kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Ce
   change), _q_for_pri, priority_steps, active_queues, _purge, _delete, _closing,
   connection_errors, client (its .connection and parse_response), pool (its connection_kwargs),
   conn_or_acquire, global_keyprefix, sep, unacked_key, unacked_index_key, brpop_timeout,
-  from_transport_options, QoS, qos, connection._deliver; close, whose disconnect of the pool
-  (in-use connections too) also ends the subscriber's wait at once.
+  health_check_interval, from_transport_options, QoS, qos, connection._deliver; close, whose
+  disconnect of the pool (in-use connections too) also ends the subscriber's wait at once.
 - kombu.transport.redis.Transport.__init__ makes the polling_interval option brpop_timeout;
   virtual.Transport.drain_events sleeps polling_interval after a poll that delivers nothing.
 - kombu.transport.redis.QoS: append (whose Redis writes FETCH replaces), _remove_from_indices
@@ -74,9 +79,9 @@ kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Ce
 - kombu's prefixing client prefixes BRPOP and HDEL (used through kombu's pipeline) but not
   EVAL, HSCAN or pub/sub channel names: those are prefixed here, on plain redis-py clients.
 - redis-py: PubSub (subscribe, unsubscribe, get_message, close, its connection: PINGs it when
-  idle for health_check_interval; next_health_check is when the next is due),
-  ConnectionPool.connection_kwargs["db"], and its fork check (a pool used in a forked child
-  starts afresh).
+  idle for health_check_interval; next_health_check is when the next is due), Connection
+  host/port, SentinelConnectionPool.get_master_address, ConnectionPool.connection_kwargs["db"],
+  and its fork check (a pool used in a forked child starts afresh).
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ from kombu.utils.encoding import bytes_to_str  # noqa: E402
 from kombu.utils.json import loads  # noqa: E402
 from kombu.utils.objects import cached_property  # noqa: E402
 from redis.client import Pipeline, PubSub  # noqa: E402
+from redis.sentinel import SentinelConnectionPool  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +174,8 @@ OPTIONS = (OWNER_OPTION,)
 # The keyspace events that put a message on a queue: kombu's publish (LPUSH), restore (RPUSH, or
 # LPUSH for a requeued reject).
 PUSH_EVENTS = frozenset({b"lpush", b"rpush"})
-# The subscriber looks for a changed set of queues and a stop this often.
+# The subscriber looks for a changed set of queues and a stop this often (and for a moved master
+# every health_check_interval).
 TICK_SECONDS = 0.5
 BACKOFF_SECONDS = (0.1, 5.0)  # first and longest pause between reconnects
 JOIN_SECONDS = 2.0
@@ -202,8 +209,9 @@ class KeyspaceWaker:
     garbage-collected) or once nothing is watched. All pub/sub I/O is in that thread.
     """
 
-    def __init__(self, pool: redis.ConnectionPool) -> None:
+    def __init__(self, pool: redis.ConnectionPool, health_check_interval: float) -> None:
         self._pool = pool
+        self._health_check_interval = health_check_interval
         self._wanted: dict[bytes, str] = {}  # replaced whole: the thread reads it without a lock
         self._lock = threading.Lock()  # whether a thread runs: watch() against _retire()
         self._stop = threading.Event()
@@ -257,6 +265,8 @@ class KeyspaceWaker:
             pubsub = PubSub(self._pool)
             try:
                 self._listen(pubsub, stop)
+            except _MasterMoved as moved:
+                logger.info("rcbundle.transport: keyspace subscriber follows %s", moved)
             except Exception as exc:  # the connection, or the pool closed under it at close
                 if not stop.is_set():
                     logger.warning(
@@ -275,6 +285,7 @@ class KeyspaceWaker:
     def _listen(self, pubsub: PubSub, stop: threading.Event) -> None:
         """Until stopped or nothing is watched; raises on connection errors."""
         subscribed: set[bytes] = set()
+        master_checked = monotonic()
         while not stop.is_set() and self._wanted:
             wanted = self._wanted
             gone = subscribed - wanted.keys()
@@ -286,6 +297,11 @@ class KeyspaceWaker:
                 pubsub.subscribe(*new)
                 subscribed |= new
             _check_alive(pubsub)
+            if self._health_check_interval and (
+                monotonic() - master_checked >= self._health_check_interval
+            ):
+                master_checked = monotonic()
+                self._check_master(pubsub)
             wakes: set[str] = set()
             message = pubsub.get_message(timeout=TICK_SECONDS)
             while message is not None:
@@ -308,6 +324,18 @@ class KeyspaceWaker:
             return wake
         return None
 
+    def _check_master(self, pubsub: PubSub) -> None:
+        pool = self._pool
+        connection = pubsub.connection
+        if not isinstance(pool, SentinelConnectionPool) or connection is None:
+            return
+        try:
+            address = pool.get_master_address()
+        except redis.RedisError:  # no Sentinel answers now: the master we have may well be it
+            return
+        if (connection.host, connection.port) != tuple(address):
+            raise _MasterMoved(f"the master, now at {address[0]}:{address[1]}")
+
     def _push(self, wakes: Iterable[str]) -> None:
         client = redis.Redis(connection_pool=self._pool)
         with client.pipeline(transaction=False) as pipe:
@@ -328,6 +356,10 @@ def _check_alive(pubsub: PubSub) -> None:
         raise redis.ConnectionError(
             f"the keyspace subscriber's connection answered no PING for {interval} s"
         )
+
+
+class _MasterMoved(Exception):
+    """Sentinel names another master than the one the subscriber is connected to."""
 
 
 class QoS(kombu_redis.QoS):
@@ -358,7 +390,7 @@ else:
 
 
 class ReliableFetch(_ChannelBase):
-    """FETCH, keyspace wake-ups and ownership, for kombu's Redis channel."""
+    """FETCH, keyspace wake-ups and ownership, for kombu's Redis channel and its Sentinel one."""
 
     QoS = QoS
     rcbundle_owner: str = ""  # the transport option (OWNER_OPTION)
@@ -441,7 +473,7 @@ class ReliableFetch(_ChannelBase):
         if self._waker is None:
             if not wanted:
                 return
-            self._waker = KeyspaceWaker(self.pool)
+            self._waker = KeyspaceWaker(self.pool, float(self.health_check_interval or 0))
             # A channel nobody closes (Celery's app.close() only drops its pool) stops it too.
             weakref.finalize(self, self._waker.stop)
         self._waker.watch(wanted)
@@ -554,6 +586,10 @@ class Channel(ReliableFetch, kombu_redis.Channel):
     from_transport_options = kombu_redis.Channel.from_transport_options + OPTIONS
 
 
+class SentinelChannel(ReliableFetch, kombu_redis.SentinelChannel):
+    from_transport_options = kombu_redis.SentinelChannel.from_transport_options + OPTIONS
+
+
 if TYPE_CHECKING:
     _TransportBase = kombu_redis.Transport
 else:
@@ -571,3 +607,7 @@ class PollWithoutSleep(_TransportBase):
 
 class Transport(PollWithoutSleep, kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelTransport(PollWithoutSleep, kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
