@@ -4,12 +4,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from celery import Celery
+from celery import Celery, signals
 
 import rcbundle
-from rcbundle.config import ConfigError
+from rcbundle.config import OWNER_OPTION, ConfigError
 
 CONFIG = """\
 [redis]
@@ -93,3 +94,27 @@ def test_a_missing_file_is_an_error_not_celerys_defaults(
     app = Celery("shop", loader="rcbundle.loader:Loader", set_as_current=False)
     with pytest.raises(ConfigError, match=r"absent\.toml: config file not found"):
         _ = app.conf.broker_url
+
+
+def _worker_init(app: Celery, nodename: str) -> None:
+    # What `celery worker` sends from its WorkController, before it connects to the broker.
+    signals.celeryd_init.send(sender=nodename, instance=SimpleNamespace(app=app), conf=app.conf,
+                              options={})  # fmt: skip
+
+
+def test_a_worker_on_the_loader_names_its_node_the_owner_of_what_it_fetches(
+    deployed: Path,
+) -> None:
+    app = Celery("shop", loader="rcbundle.loader:Loader", set_as_current=False)
+    assert OWNER_OPTION not in app.conf.broker_transport_options
+    _worker_init(app, "default-2@host")
+    options = app.conf.broker_transport_options
+    assert options[OWNER_OPTION] == "default-2@host"
+    assert options["global_keyprefix"] == "shop:"  # the deployed options stay
+
+
+def test_producers_and_other_apps_workers_have_no_owner(deployed: Path) -> None:
+    producer = rcbundle.configure(Celery("shop", set_as_current=False))
+    Celery("shop", loader="rcbundle.loader:Loader", set_as_current=False)  # connects the handler
+    _worker_init(producer, "default-2@host")  # a worker of an app not on rcbundle's loader
+    assert OWNER_OPTION not in producer.conf.broker_transport_options

@@ -4,7 +4,9 @@
 - rcbundle.loader: a Celery loader that applies those settings to any app (the worker and beat
   units select it with CELERY_LOADER, so an app needs no code of ours to run on the workers).
 - rcbundle.configure(app): the one call a producer process adds (a web app, a script).
-- rcbundle.transport: kombu's Redis transport with a fetch that cannot lose a message.
+- rcbundle.transport: kombu's Redis (and Sentinel) transport with a fetch that cannot lose a
+  message, consumers woken at once for any producer's message, and a restarted worker node given
+  back at once what its killed process held.
 - rcbundle.solo: Celery's solo pool with the soft and hard time limits.
 - rcbundle.systemd: tells a Type=notify unit when its worker is ready (the loader connects it).
 """
@@ -20,7 +22,7 @@ from rcbundle.config import ENV_VAR, ConfigError, celery_config, load_settings
 if TYPE_CHECKING:
     from celery import Celery
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 __all__ = ["ENV_VAR", "ConfigError", "__version__", "configure"]
 
 

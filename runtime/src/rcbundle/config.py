@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 # The roles write /etc/APP/config.toml and set this in every unit's environment.
 ENV_VAR = "RCBUNDLE_CONFIG"
+# The broker transport option naming the worker node that owns what a channel fetches
+# (rcbundle.transport); rcbundle.loader sets it in `celery worker` to the node's name.
+OWNER_OPTION = "rcbundle_owner"
 
 
 class ConfigError(ValueError):

@@ -1,57 +1,145 @@
 """kombu's Redis transport, with a fetch that records a message before it leaves its queue.
 
-kombu takes a message with BRPOP and records it as unacknowledged in a second command. A message
-popped for a worker that never reads the reply (its network was cut while it waited), or whose
-record fails (a stale pooled connection), is in neither place: lost (RELIABILITY.md, network cut).
+Fetch. kombu takes a message with BRPOP and records it as unacknowledged in a second command. A
+message popped for a worker that never reads the reply (its network was cut while it waited), or
+whose record fails (a stale pooled connection), is in neither place: lost (RELIABILITY.md, network
+cut). Here a consumer instead runs FETCH, a server-side script that writes the message into
+kombu's `unacked` hash and `unacked_index` and takes it off its queue in one step. A reply that
+never arrives then leaves the message where kombu's own restore finds it: after the visibility
+timeout it goes back to its queue. Everything else is kombu's: publishing, acks, rejects,
+restores, fanout, priorities. A no_ack consumer (a reply queue) is fetched without a record.
 
-Here a consumer instead runs FETCH, a server-side script that writes the message into kombu's
-`unacked` hash and `unacked_index` and takes it off its queue in one step. A reply that never
-arrives then leaves the message where kombu's own restore finds it: after the visibility timeout it
-goes back to its queue. Everything else is kombu's: acks, rejects, restores, fanout, priorities.
+Wake-ups. A script cannot block, so an idle consumer waits with BRPOP on a per-queue wake list
+(`<queue>\\x06\\x16wake`). Producers do nothing special: any producer (this transport, plain
+kombu or Celery, `celery call`, Flower) publishes with kombu's LPUSH. The broker runs with
+`notify-keyspace-events` containing K and l, so every LPUSH/RPUSH onto a queue key is announced
+on `__keyspace@<db>__:<key>`. Each consuming channel has a subscriber (KeyspaceWaker: a daemon
+thread with its own redis-py PubSub on the channel's connection pool, so TLS, the ACL user and
+Sentinel's master discovery are the channel's) that SUBSCRIBEs to exactly those channels for the
+queue keys it consumes (every queue x kombu priority step) and, on an `lpush` or `rpush` event,
+pushes a token onto that queue's wake list, which ends the waiting BRPOP at once. Without
+notifications (not enabled on the server, subscriber reconnecting) nothing is lost: the BRPOP
+times out after the transport's polling_interval (kombu's brpop_timeout, 1 s by default) and the
+consumer fetches anyway.
 
-A script cannot block, so an idle consumer waits with BRPOP on a per-queue wake list instead;
-every publish pushes a token there. A lost token costs nothing but time: the wait ends after the
-transport's BRPOP timeout (1 s) and the consumer fetches anyway. Messages published by plain kombu
-(no token) are therefore fetched within that second too.
+Why no wake-up is lost. FETCH deletes a queue's tokens only when it finds every queue empty, in
+the same atomic script. A message pushed after that FETCH is announced after it, so its token is
+written after the deletion and waits in the list for the BRPOP that follows (or ends it, if it is
+already waiting). A message pushed before that FETCH is taken by it. A message pushed while the
+subscriber was not yet subscribed (start, a consumer added, a reconnect) has no notification, so
+each subscription the server confirms pushes a token too: the next wait ends at once and the
+consumer fetches what came in meanwhile. A token nobody needed costs one empty FETCH; so does
+each message for every idle consumer of its queue but the one that takes it (each subscriber
+pushes a token).
 
-Selected with Celery's broker_transport setting (rcbundle.config); the URL stays redis:// or
-rediss://. Producers and workers must both use it for the wake-ups, and workers for the safety.
+Ownership (transport option `rcbundle_owner`, set by rcbundle.loader to the worker's node name in
+`celery worker`). FETCH also records `<unacked>_owner[delivery_tag] = owner`; kombu's removal of
+a tag from its indices (ack, reject, restore: QoS._remove_from_indices) removes it too. The first
+channel of a process that consumes with that owner restores, before its first fetch, every
+message the hash gives to the owner, with kombu's QoS.restore_by_tag (back to its queue,
+redelivered), and drops owner entries whose tag is no longer unacknowledged. A worker node killed
+mid-task so gets its messages back when its unit restarts, not after the visibility timeout. That
+is safe because nothing else can hold them: the celery_worker role runs each node as its own
+systemd unit `celery-worker@NAME` with node name NAME@host, and systemd starts a unit's new
+process only after its previous process and every process of its cgroup are gone. Node names
+must therefore be unique among live processes (the role's are). Only once per process (a
+reconnect must not take back the messages its own running tasks hold) and never in a forked child
+(prefork's pool processes, whose parent is alive). Producers and beat have no owner.
+
+Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, option
+`master_name`). The subscriber's connections come from the Sentinel-managed pool, and it also
+re-checks the master's address every health_check_interval, moving to a new master.
+
+Fork safety. A forked child inherits no running subscriber (threads do not survive fork); an
+os.register_at_fork hook gives each subscriber fresh state there without touching the parent's
+socket, and the child never restores owned messages.
+
+Selected with Celery's broker_transport setting (rcbundle.config); the URL stays redis://,
+rediss:// (or sentinel:// with SentinelTransport). Workers must use it for the safety; producers
+may use anything that speaks kombu. kombu's ack_emulation=False is not supported.
+
+kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Celery series):
+- kombu.transport.redis.Channel: _brpop_start, _brpop_read, _in_poll, _brpop_sent_at (the poll
+  protocol of its MultiChannelPoller), _flush_brpop_reauth, _queue_cycle (consume, rotate),
+  _update_queue_cycle (called by basic_consume and _basic_cancel when the consumed queues
+  change), _q_for_pri, priority_steps, active_queues, _purge, _delete, _closing,
+  connection_errors, client (its .connection and parse_response), pool (its connection_kwargs),
+  conn_or_acquire, global_keyprefix, sep, unacked_key, unacked_index_key, brpop_timeout,
+  health_check_interval, from_transport_options, QoS, qos, connection._deliver; close, whose
+  disconnect of the pool (in-use connections too) also ends the subscriber's wait at once.
+- kombu.transport.redis.Transport.__init__ makes the polling_interval option brpop_timeout;
+  virtual.Transport.drain_events sleeps polling_interval after a poll that delivers nothing.
+- kombu.transport.redis.QoS: append (whose Redis writes FETCH replaces), _remove_from_indices
+  (the one pipeline of ack, reject and restore_by_tag; restore_visible and the restore at close
+  go through restore_by_tag), restore_by_tag; virtual.QoS.append. kombu's Channel._restore
+  (virtual QoS only, unused by the Redis QoS) removes no owner entry; a channel that restores
+  its owner's messages drops such stale entries.
+- kombu's message layout: properties.delivery_tag and properties.delivery_info
+  (exchange, routing_key); the unacked entry [message, exchange, routing_key] (JSON).
+- kombu's prefixing client prefixes BRPOP and HDEL (used through kombu's pipeline) but not
+  EVAL, HSCAN or pub/sub channel names: those are prefixed here, on plain redis-py clients.
+- redis-py: PubSub (subscribe, unsubscribe, get_message, close, its connection: PINGs it when
+  idle for health_check_interval; next_health_check is when the next is due), Connection
+  host/port, SentinelConnectionPool.get_master_address, ConnectionPool.connection_kwargs["db"],
+  and its fork check (a pool used in a forked child starts afresh).
 """
 
-from collections.abc import Callable
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from queue import Empty
 from time import monotonic, time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rcbundle import versions
+from rcbundle.config import OWNER_OPTION
 
 versions.check()  # below kombu's public API: refuse an untested kombu
 
+import redis  # noqa: E402
 from kombu import Message  # noqa: E402
 from kombu.transport import redis as kombu_redis  # noqa: E402
 from kombu.transport import virtual  # noqa: E402
 from kombu.utils.encoding import bytes_to_str  # noqa: E402
-from kombu.utils.json import dumps, loads  # noqa: E402
+from kombu.utils.json import loads  # noqa: E402
+from kombu.utils.objects import cached_property  # noqa: E402
+from redis.client import Pipeline, PubSub  # noqa: E402
+from redis.sentinel import SentinelConnectionPool  # noqa: E402
 
-# KEYS: n queue keys (in consuming order), unacked, unacked_index, then the queues' wake lists.
-# ARGV: now, n, then per queue key "1" (record it: a consumer that acknowledges) or "0" (no_ack).
-# The record is written before the message is removed, and allow-oom lets it be written on a full
-# noeviction server, where taking the message and then failing to record it would lose it.
+logger = logging.getLogger(__name__)
+
+# KEYS: n queue keys (in consuming order), unacked, unacked_index, unacked_owner, then the queues'
+# wake lists. ARGV: now, n, owner ("" = none), then per queue key "1" (record it: a consumer that
+# acknowledges) or "0" (no_ack). The record is written before the message is removed, and
+# allow-oom lets it be written on a full noeviction server, where taking the message and then
+# failing to record it would lose it.
 FETCH = """#!lua flags=allow-oom
 local n = tonumber(ARGV[2])
+local owner = ARGV[3]
 for i = 1, n do
   local item = redis.call('LINDEX', KEYS[i], -1)
   if item then
-    if ARGV[i + 2] == '1' then
+    if ARGV[i + 3] == '1' then
       local ok, message = pcall(cjson.decode, item)
       local props = ok and type(message) == 'table' and message['properties']
       if type(props) == 'table' and type(props['delivery_tag']) == 'string'
           and type(props['delivery_info']) == 'table' then
+        local tag = props['delivery_tag']
         local info = props['delivery_info']
         local entry = '[' .. item .. ',' .. cjson.encode(info['exchange'] or '') .. ','
           .. cjson.encode(info['routing_key'] or '') .. ']'
-        redis.call('HSET', KEYS[n + 1], props['delivery_tag'], entry)
-        redis.call('ZADD', KEYS[n + 2], ARGV[1], props['delivery_tag'])
+        redis.call('HSET', KEYS[n + 1], tag, entry)
+        redis.call('ZADD', KEYS[n + 2], ARGV[1], tag)
+        if owner ~= '' then
+          redis.call('HSET', KEYS[n + 3], tag, owner)
+        else
+          redis.call('HDEL', KEYS[n + 3], tag)
+        end
       end
     end
     redis.call('RPOP', KEYS[i])
@@ -59,23 +147,224 @@ for i = 1, n do
   end
 end
 -- Every queue is empty: tokens left behind (a backlog drained without waiting) are stale.
-for i = n + 3, #KEYS do
+for i = n + 4, #KEYS do
   redis.call('DEL', KEYS[i])
 end
 return false
 """
 
+# KEYS: unacked, unacked_owner. ARGV: delivery tags. Drops each tag's owner entry if the tag is
+# no longer unacknowledged (checked and dropped in one step: a FETCH cannot come in between).
+DROP_STALE_OWNERS = """
+local dropped = 0
+for i = 1, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then
+    dropped = dropped + redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+end
+return dropped
+"""
+
 WAKE_SUFFIX = "wake"
-# A wake list nobody consumes (only plain kombu workers) disappears this long after its last token.
+# A wake list nobody consumes any more disappears this long after its last token.
 WAKE_TTL_MS = 60_000
+OWNER_SUFFIX = "_owner"  # the owner hash is kombu's unacked_key + this: "unacked_owner"
+OPTIONS = (OWNER_OPTION,)
+
+# The keyspace events that put a message on a queue: kombu's publish (LPUSH), restore (RPUSH, or
+# LPUSH for a requeued reject).
+PUSH_EVENTS = frozenset({b"lpush", b"rpush"})
+# The subscriber looks for a changed set of queues and a stop this often (and for a moved master
+# every health_check_interval).
+TICK_SECONDS = 0.5
+BACKOFF_SECONDS = (0.1, 5.0)  # first and longest pause between reconnects
+JOIN_SECONDS = 2.0
+STALE_BATCH = 500
 
 _FETCH = "fetch"
 _WAIT = "wait"
 
+# Owners whose messages this process has restored; a forked child restores none.
+_restored_owners: set[str] = set()
+_forked = False
+_wakers: weakref.WeakSet[KeyspaceWaker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+    for waker in list(_wakers):
+        waker.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class KeyspaceWaker:
+    """Pushes a wake token when a watched queue key gets a message (see the module docstring).
+
+    One per consuming channel. watch() names the keyspace channels and the wake list each one
+    wakes; a daemon thread keeps a PubSub subscribed to exactly those and pushes the tokens. It
+    reconnects with backoff on errors, and ends on stop() (the channel's close, or the channel
+    garbage-collected) or once nothing is watched. All pub/sub I/O is in that thread.
+    """
+
+    def __init__(self, pool: redis.ConnectionPool, health_check_interval: float) -> None:
+        self._pool = pool
+        self._health_check_interval = health_check_interval
+        self._wanted: dict[bytes, str] = {}  # replaced whole: the thread reads it without a lock
+        self._lock = threading.Lock()  # whether a thread runs: watch() against _retire()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pause = BACKOFF_SECONDS[0]
+        _wakers.add(self)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def watch(self, wanted: Mapping[bytes, str]) -> None:
+        """Subscribe to exactly these channels (keyspace channel -> prefixed wake list)."""
+        with self._lock:
+            self._wanted = dict(wanted)
+            if self._wanted and not self.running and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="rcbundle-keyspace-waker", daemon=True
+                )
+                self._thread.start()
+
+    def _retire(self) -> bool:
+        """In the thread: end it if nothing is watched (a later watch() starts another)."""
+        with self._lock:
+            if self._wanted and not self._stop.is_set():
+                return False
+            self._thread = None
+            return True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float) -> None:
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def after_fork_in_child(self) -> None:
+        # The thread did not survive the fork, and its locks may have been held when it
+        # happened: fresh state, and the parent's socket left alone (the child must not shut down
+        # the parent's connection).
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        self._wanted = {}
+
+    def _run(self) -> None:
+        stop = self._stop
+        self._pause = BACKOFF_SECONDS[0]
+        while not self._retire():
+            pubsub = PubSub(self._pool)
+            try:
+                self._listen(pubsub, stop)
+            except _MasterMoved as moved:
+                logger.info("rcbundle.transport: keyspace subscriber follows %s", moved)
+            except Exception as exc:  # the connection, or the pool closed under it at close
+                if not stop.is_set():
+                    logger.warning(
+                        "rcbundle.transport: keyspace subscriber lost its connection (%s: %s); "
+                        "consumers wait up to the polling interval until it is back in %.1f s",
+                        type(exc).__name__,
+                        exc,
+                        self._pause,
+                    )
+                    stop.wait(self._pause)
+                    self._pause = min(self._pause * 2, BACKOFF_SECONDS[1])
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+
+    def _listen(self, pubsub: PubSub, stop: threading.Event) -> None:
+        """Until stopped or nothing is watched; raises on connection errors."""
+        subscribed: set[bytes] = set()
+        master_checked = monotonic()
+        while not stop.is_set() and self._wanted:
+            wanted = self._wanted
+            gone = subscribed - wanted.keys()
+            if gone:
+                cast(Any, pubsub).unsubscribe(*gone)  # untyped in redis-py
+                subscribed -= gone
+            new = wanted.keys() - subscribed
+            if new:
+                pubsub.subscribe(*new)
+                subscribed |= new
+            _check_alive(pubsub)
+            if self._health_check_interval and (
+                monotonic() - master_checked >= self._health_check_interval
+            ):
+                master_checked = monotonic()
+                self._check_master(pubsub)
+            wakes: set[str] = set()
+            message = pubsub.get_message(timeout=TICK_SECONDS)
+            while message is not None:
+                wake = self._wake_for(message)
+                if wake is not None:
+                    wakes.add(wake)
+                message = pubsub.get_message(timeout=0)
+            if wakes:
+                self._push(wakes)
+
+    def _wake_for(self, message: Mapping[str, Any]) -> str | None:
+        wake = self._wanted.get(message["channel"])
+        if wake is None:
+            return None
+        if message["type"] == "subscribe":
+            # A confirmed subscription wakes too: messages pushed before it went unannounced.
+            self._pause = BACKOFF_SECONDS[0]  # connected again
+            return wake
+        if message["type"] == "message" and message["data"] in PUSH_EVENTS:
+            return wake
+        return None
+
+    def _check_master(self, pubsub: PubSub) -> None:
+        pool = self._pool
+        connection = pubsub.connection
+        if not isinstance(pool, SentinelConnectionPool) or connection is None:
+            return
+        try:
+            address = pool.get_master_address()
+        except redis.RedisError:  # no Sentinel answers now: the master we have may well be it
+            return
+        if (connection.host, connection.port) != tuple(address):
+            raise _MasterMoved(f"the master, now at {address[0]}:{address[1]}")
+
+    def _push(self, wakes: Iterable[str]) -> None:
+        client = redis.Redis(connection_pool=self._pool)
+        with client.pipeline(transaction=False) as pipe:
+            for wake in sorted(wakes):
+                pipe.lpush(wake, "1")
+                pipe.pexpire(wake, WAKE_TTL_MS)
+            # A refused token (a full noeviction broker) only delays: the wait times out.
+            pipe.execute(raise_on_error=False)
+
+
+def _check_alive(pubsub: PubSub) -> None:
+    # redis-py PINGs a connection that has read nothing for health_check_interval, but a
+    # half-open one never answers and never fails: nothing read for two intervals is dead.
+    connection = pubsub.connection
+    interval = getattr(connection, "health_check_interval", 0)
+    last_due = getattr(connection, "next_health_check", 0)
+    if interval and last_due and monotonic() > last_due + interval:
+        raise redis.ConnectionError(
+            f"the keyspace subscriber's connection answered no PING for {interval} s"
+        )
+
+
+class _MasterMoved(Exception):
+    """Sentinel names another master than the one the subscriber is connected to."""
+
 
 class QoS(kombu_redis.QoS):
     def append(self, message: Message, delivery_tag: str) -> None:
-        fetched = cast("Channel", self.channel).fetched_tags
+        fetched = cast("ReliableFetch", self.channel).fetched_tags
         if delivery_tag in fetched:
             # FETCH already recorded it in Redis; only the in-process bookkeeping is left.
             fetched.discard(delivery_tag)
@@ -83,13 +372,31 @@ class QoS(kombu_redis.QoS):
         else:  # basic_get, kombu's own path
             super().append(message, delivery_tag)
 
+    def _remove_from_indices(self, delivery_tag: str, pipe: Pipeline | None = None) -> Pipeline:
+        # kombu's one removal for ack, reject and restore_by_tag; its pipeline prefixes HDEL.
+        removal: Any = cast(Any, super())._remove_from_indices(delivery_tag, pipe)
+        removal.hdel(self.unacked_owner_key, delivery_tag)  # queued on that pipeline
+        return cast(Pipeline, removal)
 
-class Channel(kombu_redis.Channel):
+    @cached_property
+    def unacked_owner_key(self) -> str:
+        return cast("ReliableFetch", self.channel).unacked_owner_key
+
+
+if TYPE_CHECKING:
+    _ChannelBase = kombu_redis.Channel
+else:
+    _ChannelBase = object
+
+
+class ReliableFetch(_ChannelBase):
+    """FETCH, keyspace wake-ups and ownership, for kombu's Redis channel and its Sentinel one."""
+
     QoS = QoS
+    rcbundle_owner: str = ""  # the transport option (OWNER_OPTION)
 
     # kombu's own, which its type stubs (celery-types) leave out.
     _closing: bool
-    _expires: dict[str, int]
     _queue_cycle: Any
     _q_for_pri: Callable[[str, int], str]
     _flush_brpop_reauth: Callable[[], None]
@@ -101,7 +408,16 @@ class Channel(kombu_redis.Channel):
         self._poll_state: str | None = None
         self._poll_queues: list[str] = []
         self._poll_keys: list[tuple[str, str]] = []
+        self._waker: KeyspaceWaker | None = None
         super().__init__(*args, **kwargs)
+
+    @property
+    def owner(self) -> str:
+        return str(self.rcbundle_owner or "")
+
+    @property
+    def unacked_owner_key(self) -> str:
+        return self.unacked_key + OWNER_SUFFIX
 
     def wake_key(self, queue: str) -> str:
         return f"{queue}{self.sep}{WAKE_SUFFIX}"
@@ -115,37 +431,70 @@ class Channel(kombu_redis.Channel):
         **kwargs: object,
     ) -> str:
         (self._noack_queues.add if no_ack else self._noack_queues.discard)(queue)
+        if not no_ack:
+            self._restore_owned()
         tag: str = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
         return tag
 
-    def _put(self, queue: str, message: dict[str, Any], **kwargs: object) -> None:
-        batch: Any = kwargs.pop("_publish_batch", None)
-        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
-        wake = self.wake_key(queue)
-        commands: list[tuple[str, tuple[Any, ...]]] = [
-            ("lpush", (key, dumps(message))),
-            ("lpush", (wake, "1")),
-            ("pexpire", (wake, WAKE_TTL_MS)),
-        ]
-        if self._expires and queue in self._expires:
-            commands += [
-                ("pexpire", (self._q_for_pri(queue, pri), self._expires[queue]))
-                for pri in self.priority_steps
-            ]
-        if batch is not None:
-            for name, args in commands:
-                batch.add(name, *args)
+    def _restore_owned(self) -> None:
+        """Give back what this owner's previous process fetched and left (module docstring)."""
+        owner = self.owner
+        if not owner or _forked or owner in _restored_owners:
             return
-        # One round trip, not a transaction: the message goes first, and a lost token only delays.
-        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            for name, args in commands:
-                getattr(pipe, name)(*args)
-            replies = pipe.execute(raise_on_error=False)
-        # A token refused (the message just filled a noeviction broker) must not report an
-        # accepted message as refused: the producer could send it again.
-        for (_, args), reply in zip(commands, replies, strict=True):
-            if isinstance(reply, Exception) and args[0] != wake:
-                raise reply
+        prefix = self.global_keyprefix
+        plain = redis.Redis(connection_pool=self.pool)  # our own commands, prefixed here
+        mine: list[str] = []
+        others: list[bytes] = []
+        for tag, holder in plain.hscan_iter(prefix + self.unacked_owner_key):
+            if holder == owner.encode():
+                mine.append(bytes_to_str(tag))
+            else:
+                others.append(tag)
+        for tag in mine:  # also drops the entry of a tag no longer unacked
+            cast(QoS, self.qos).restore_by_tag(tag)
+        for start in range(0, len(others), STALE_BATCH):
+            plain.eval(
+                DROP_STALE_OWNERS, 2, prefix + self.unacked_key, prefix + self.unacked_owner_key,
+                *others[start : start + STALE_BATCH],
+            )  # fmt: skip
+        _restored_owners.add(owner)
+        if mine:
+            logger.info(
+                "rcbundle.transport: %d message(s) fetched by %s before it restarted went back "
+                "to their queues",
+                len(mine),
+                owner,
+            )
+
+    def _update_queue_cycle(self) -> None:
+        # kombu calls this from basic_consume and _basic_cancel, once the queues have changed.
+        cast(Any, super())._update_queue_cycle()
+        wanted = self._keyspace_channels()
+        if self._waker is None:
+            if not wanted:
+                return
+            self._waker = KeyspaceWaker(self.pool, float(self.health_check_interval or 0))
+            # A channel nobody closes (Celery's app.close() only drops its pool) stops it too.
+            weakref.finalize(self, self._waker.stop)
+        self._waker.watch(wanted)
+
+    def _keyspace_channels(self) -> dict[bytes, str]:
+        db = self.pool.connection_kwargs.get("db", 0)
+        prefix = self.global_keyprefix
+        return {
+            f"__keyspace@{db}__:{prefix}{self._q_for_pri(queue, pri)}".encode(): prefix
+            + self.wake_key(queue)
+            for queue in self.active_queues
+            for pri in self.priority_steps
+        }
+
+    def close(self) -> None:
+        waker = self._waker
+        if waker is not None:
+            waker.stop()  # before kombu closes the pool under its connection
+        super().close()
+        if waker is not None:
+            waker.join(JOIN_SECONDS)
 
     def _purge(self, queue: str) -> int:
         size: int = super()._purge(queue)
@@ -181,13 +530,14 @@ class Channel(kombu_redis.Channel):
 
     def _send_fetch(self) -> None:
         prefix = self.global_keyprefix
-        keys = [key for key, _ in self._poll_keys] + [self.unacked_key, self.unacked_index_key]
+        keys = [key for key, _ in self._poll_keys]
+        keys += [self.unacked_key, self.unacked_index_key, self.unacked_owner_key]
         keys += [self.wake_key(queue) for queue in self._poll_queues]
         record = ["0" if queue in self._noack_queues else "1" for _, queue in self._poll_keys]
         now = f"{time():.6f}"
         self._send(
             _FETCH, "EVAL", FETCH, len(keys), *[prefix + key for key in keys],
-            now, len(self._poll_keys), *record,
+            now, len(self._poll_keys), self.owner, *record,
         )  # fmt: skip
 
     def _send_wait(self) -> None:
@@ -232,5 +582,32 @@ class Channel(kombu_redis.Channel):
         raise Empty()
 
 
-class Transport(kombu_redis.Transport):
+class Channel(ReliableFetch, kombu_redis.Channel):
+    from_transport_options = kombu_redis.Channel.from_transport_options + OPTIONS
+
+
+class SentinelChannel(ReliableFetch, kombu_redis.SentinelChannel):
+    from_transport_options = kombu_redis.SentinelChannel.from_transport_options + OPTIONS
+
+
+if TYPE_CHECKING:
+    _TransportBase = kombu_redis.Transport
+else:
+    _TransportBase = object
+
+
+class PollWithoutSleep(_TransportBase):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # kombu has made the polling_interval option the BRPOP timeout (brpop_timeout). Its
+        # drain_events would also sleep that long after each poll that delivers nothing, and a
+        # poll here ends so after every wait (an empty fetch, a token): the wait is the pause.
+        self.polling_interval = None  # kombu redis transport's own default
+
+
+class Transport(PollWithoutSleep, kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelTransport(PollWithoutSleep, kombu_redis.SentinelTransport):
+    Channel = SentinelChannel

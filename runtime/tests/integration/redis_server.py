@@ -30,24 +30,67 @@ class RedisServer:
         )
 
 
-@contextlib.contextmanager
-def run_redis(workdir: Path) -> Iterator[RedisServer]:
+# What the redis role sets on the broker: keyspace events (K) for list commands (l), which
+# rcbundle.transport's consumers wake on.
+NOTIFY_KEYSPACE_EVENTS = "Kl"
+
+
+def _binary() -> str:
     binary = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/bin")
     if binary is None:
         pytest.fail(
             "redis-server not found on PATH: the integration tests need a real one "
             "(Debian: apt-get install redis-server)"
         )
+    return binary
+
+
+@contextlib.contextmanager
+def run_redis(workdir: Path, replica_of: RedisServer | None = None) -> Iterator[RedisServer]:
+    """A redis-server with requirepass; with replica_of, a replica of that server."""
     server = RedisServer(port=_free_port(), password=PASSWORD)
-    log = workdir / "redis.log"
-    args = [binary, "--bind", "127.0.0.1", "--port", str(server.port), "--dir", str(workdir)]
+    log = workdir / f"redis-{server.port}.log"
+    args = [_binary(), "--bind", "127.0.0.1", "--port", str(server.port), "--dir", str(workdir)]
     args += ["--requirepass", PASSWORD, "--save", "", "--appendonly", "no"]
     args += ["--maxmemory-policy", "noeviction", "--logfile", str(log), "--daemonize", "no"]
+    if replica_of is not None:
+        args += ["--replicaof", "127.0.0.1", str(replica_of.port), "--masterauth", PASSWORD]
     proc = subprocess.Popen(args, start_new_session=True)
     try:
         _wait_until("redis-server", lambda: _answers(server), proc, log)
+        server.client(PASSWORD).config_set("notify-keyspace-events", NOTIFY_KEYSPACE_EVENTS)
         yield server
     finally:
+        _stop(proc, timeout=10)
+
+
+@contextlib.contextmanager
+def run_sentinel(workdir: Path, master: RedisServer, name: str) -> Iterator[int]:
+    """One Sentinel on loopback monitoring master as name (quorum 1); yields its port."""
+    port = _free_port()
+    config = workdir / f"sentinel-{port}.conf"  # Sentinel rewrites its own config file
+    log = workdir / f"sentinel-{port}.log"
+    config.write_text(
+        f"bind 127.0.0.1\nport {port}\ndir {workdir}\nlogfile {log}\n"
+        f"sentinel monitor {name} 127.0.0.1 {master.port} 1\n"
+        f'sentinel auth-pass {name} "{master.password}"\n'
+        f"sentinel down-after-milliseconds {name} 5000\n"
+        f"sentinel failover-timeout {name} 10000\n"
+    )
+    proc = subprocess.Popen([_binary(), str(config), "--sentinel"], start_new_session=True)
+    sentinel = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+
+    def knows_master() -> bool:
+        try:
+            return bool(sentinel.sentinel_get_master_addr_by_name(name))
+        except redis.RedisError:
+            return False
+
+    try:
+        _wait_until("redis-sentinel", knows_master, proc, log)
+        yield port
+    finally:
+        sentinel.close()
         _stop(proc, timeout=10)
 
 

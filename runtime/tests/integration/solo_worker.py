@@ -50,6 +50,16 @@ APP_SOURCE = textwrap.dedent("""
     @app.task(name="soloapp.echo")
     def echo(value):
         return value
+
+    @app.task(name="soloapp.hold")
+    def hold(log, release):
+        # Counts its deliveries, then runs until the file release exists.
+        with Path(log).open("a") as out:
+            out.write("delivered\\n")
+        deadline = time.monotonic() + 120
+        while not Path(release).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return "released"
 """)
 
 
@@ -78,7 +88,9 @@ class SoloSetup:
         return env | extra
 
 
-def prepare(server: RedisServer, workdir: Path) -> SoloSetup:
+def prepare(
+    server: RedisServer, workdir: Path, soft_limit: int = SOFT_LIMIT, hard_limit: int = HARD_LIMIT
+) -> SoloSetup:
     """The app module and the config file the role would write; both databases emptied."""
     (workdir / f"{APP}.py").write_text(APP_SOURCE)
     config = workdir / "soloapp.toml"
@@ -92,8 +104,8 @@ def prepare(server: RedisServer, workdir: Path) -> SoloSetup:
         f"result_db = {RESULT_DB}\n"
         f"key_prefix = {json.dumps(KEY_PREFIX)}\n"
         "[celery]\n"
-        f"task_soft_time_limit = {SOFT_LIMIT}\n"
-        f"task_time_limit = {HARD_LIMIT}\n"
+        f"task_soft_time_limit = {soft_limit}\n"
+        f"task_time_limit = {hard_limit}\n"
     )
     for db in (BROKER_DB, RESULT_DB):
         server.client(server.password, db).flushdb()
@@ -102,11 +114,14 @@ def prepare(server: RedisServer, workdir: Path) -> SoloSetup:
 
 @contextlib.contextmanager
 def run_worker(
-    setup: SoloSetup, name: str, log: Path, env: dict[str, str] | None = None
+    setup: SoloSetup, name: str, log: Path, env: dict[str, str] | None = None, pool: str = "custom"
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`celery worker --pool custom` as a solo node's unit starts it; stopped with SIGTERM."""
+    """`celery worker --pool custom` as a solo node's unit starts it (or another pool, one
+    process); stopped with SIGTERM."""
     command = [sys.executable, "-m", "celery", "--app", f"{APP}:app", "worker"]
-    command += ["--pool", "custom", "--hostname", name, "--loglevel", "INFO"]
+    command += ["--pool", pool, "--hostname", name, "--loglevel", "INFO"]
+    if pool != "custom":
+        command += ["--concurrency", "1"]
     command += ["--queues", "celery"]
     with log.open("ab") as out:
         proc = subprocess.Popen(

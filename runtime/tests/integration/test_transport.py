@@ -1,27 +1,45 @@
-"""taskapp.broker against a real redis-server: a fetch whose reply is lost loses no message.
+"""rcbundle.transport against a real redis-server: a fetch whose reply is lost loses no message,
+and any producer's message wakes an idle consumer at once (keyspace notifications).
 
 The cut is modelled exactly: the consumer's command reaches Redis, Redis answers, and the answer
 is thrown away unread with the connection (what a network cut does to a waiting worker).
 """
 
+import functools
+import gc
 import time
-from collections.abc import Callable, Iterator
-from urllib.parse import quote
+from collections.abc import Iterator
 
 import pytest
 import redis
-from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
-from kombu.transport.redis import Channel as KombuChannel
+from kombu import Consumer, Message
 
-from rcbundle.transport import WAKE_SUFFIX
-from tests.integration.redis_server import RedisServer
+from rcbundle import transport
+from tests.integration.kombu_client import (
+    LONG_POLL,
+    PREFIX,
+    RELIABLE,
+    STOCK,
+    connect,
+    cut_while_fetching,
+    keep,
+    publish,
+    publish_later,
+    queue,
+    redis_url,
+    subscribers,
+    wait_for,
+    wait_readable,
+    wake_key,
+)
+from tests.integration.redis_server import NOTIFY_KEYSPACE_EVENTS, RedisServer
 
 pytestmark = pytest.mark.integration
 
-PREFIX = "brokertest:"
-DB = 3  # apart from the session worker's databases
+DB = 3
 VISIBILITY = 1
-SEP = "\x06\x16"
+# Well below LONG_POLL, and above a loaded CI machine's scheduling hiccups.
+WOKEN_WITHIN = 3.0
 
 
 @pytest.fixture
@@ -30,56 +48,28 @@ def admin(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.config_set("maxmemory", 0)
+    client.config_set("notify-keyspace-events", NOTIFY_KEYSPACE_EVENTS)
     client.flushdb()
-
-
-def _connection(server: RedisServer, transport: str) -> Connection:
-    url = f"redis://:{quote(server.password, safe='')}@127.0.0.1:{server.port}/{DB}"
-    options = {"global_keyprefix": PREFIX, "visibility_timeout": VISIBILITY}
-    return Connection(url, transport=transport, transport_options=options)
-
-
-def _publish(conn: Connection, queue: Queue, body: str) -> None:
-    Producer(conn.channel()).publish(body, exchange=queue.exchange, routing_key=queue.routing_key,
-                                     declare=[queue], serializer="json")  # fmt: skip
-
-
-def _queue(name: str) -> Queue:
-    return Queue(name, Exchange(name, type="direct"), routing_key=name)
-
-
-def _cut_while_fetching(conn: Connection, queue: Queue, admin: redis.Redis) -> KombuChannel:
-    """Start a consumer's poll, let Redis answer it, and drop the answer with the connection."""
-    channel = conn.default_channel
-    assert isinstance(channel, KombuChannel)
-    consumer = Consumer(channel, queues=[queue], accept=["json"])
-    consumer.consume()
-    conn.transport.cycle.on_poll_start()  # type: ignore[attr-defined]  # sends the fetch (kombu: BRPOP) on the poll connection
-    deadline = time.monotonic() + 5
-    while admin.llen(PREFIX + queue.name) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert admin.llen(PREFIX + queue.name) == 0, "the consumer's command never took the message"
-    channel.client.connection.disconnect()  # the reply, unread, goes with it
-    return channel
 
 
 def test_a_message_whose_fetch_reply_is_lost_is_recorded_and_restored(
     redis_server: RedisServer, admin: redis.Redis
 ) -> None:
-    queue = _queue("cut")
-    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
-        _publish(conn, queue, "held")
-        channel = _cut_while_fetching(conn, queue, admin)
+    cut = queue("cut")
+    url = redis_url(redis_server)
+    with connect(url, RELIABLE, visibility_timeout=VISIBILITY) as conn:
+        publish(conn, cut, "held")
+        channel = cut_while_fetching(conn, cut, admin)
         assert admin.hlen(PREFIX + "unacked") == 1
         assert admin.zcard(PREFIX + "unacked_index") == 1
         time.sleep(VISIBILITY + 0.2)
         channel.qos.restore_visible(interval=1)
-    assert admin.llen(PREFIX + queue.name) == 1
+    assert admin.llen(PREFIX + cut.name) == 1
     assert admin.hlen(PREFIX + "unacked") == 0
 
     received: list[Message] = []
-    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
-        with Consumer(conn, queues=[queue], accept=["json"], callbacks=[_keep(received)]):
+    with connect(url, RELIABLE, visibility_timeout=VISIBILITY) as conn:
+        with Consumer(conn, queues=[cut], accept=["json"], callbacks=[keep(received)]):
             conn.drain_events(timeout=5)
         assert [m.payload for m in received] == ["held"]
         assert received[0].delivery_info["redelivered"] is True
@@ -90,28 +80,28 @@ def test_a_message_whose_fetch_reply_is_lost_is_recorded_and_restored(
 def test_kombus_own_transport_loses_the_same_message(
     redis_server: RedisServer, admin: redis.Redis
 ) -> None:
-    # The failure taskapp.broker exists for. If a kombu release stops losing it, this fails:
-    # then the stock transport may be enough again.
-    queue = _queue("cut-stock")
-    with _connection(redis_server, "redis") as conn:
-        _publish(conn, queue, "held")
-        _cut_while_fetching(conn, queue, admin)
-    assert admin.llen(PREFIX + queue.name) == 0
+    # The failure rcbundle.transport exists for. If a kombu release stops losing it, this
+    # fails: then the stock transport may be enough again.
+    cut = queue("cut-stock")
+    with connect(redis_url(redis_server), STOCK, visibility_timeout=VISIBILITY) as conn:
+        publish(conn, cut, "held")
+        cut_while_fetching(conn, cut, admin)
+    assert admin.llen(PREFIX + cut.name) == 0
     assert admin.hlen(PREFIX + "unacked") == 0
 
 
-def test_ack_clears_the_record_and_an_empty_fetch_clears_stale_wake_tokens(
+def test_producers_push_no_token_acks_clear_the_record_and_an_empty_fetch_clears_tokens(
     redis_server: RedisServer, admin: redis.Redis
 ) -> None:
-    queue = _queue("acked")
-    wake = _wake_key(queue)
+    acked = queue("acked")
+    wake = wake_key(acked)
     received: list[Message] = []
-    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
+    with connect(redis_url(redis_server), RELIABLE) as conn:
         for body in ("one", "two"):
-            _publish(conn, queue, body)
-        assert admin.llen(wake) == 2
-        assert 0 < admin.pttl(wake) <= 60_000
-        with Consumer(conn, queues=[queue], accept=["json"], callbacks=[_keep(received)]):
+            publish(conn, acked, body)
+        assert admin.exists(wake) == 0  # our producers publish as kombu's do
+        admin.lpush(wake, "stale", "stale")
+        with Consumer(conn, queues=[acked], accept=["json"], callbacks=[keep(received)]):
             conn.drain_events(timeout=5)
             conn.drain_events(timeout=5)
             assert [m.payload for m in received] == ["one", "two"]
@@ -124,33 +114,17 @@ def test_ack_clears_the_record_and_an_empty_fetch_clears_stale_wake_tokens(
     assert admin.exists(wake) == 0
 
 
-def test_a_refused_wake_token_neither_fails_the_publish_nor_strands_the_message(
-    redis_server: RedisServer, admin: redis.Redis
-) -> None:
-    # Refused the way a full broker refuses a token after accepting its message: an error reply.
-    queue = _queue("tokenless")
-    wake = _wake_key(queue)
-    received: list[Message] = []
-    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
-        admin.set(wake, "not a list")
-        _publish(conn, queue, "accepted")
-        assert admin.llen(PREFIX + queue.name) == 1
-        with Consumer(conn, queues=[queue], accept=["json"], callbacks=[_keep(received)]):
-            conn.drain_events(timeout=5)  # a consumer fetches before it waits for a token
-        assert [m.payload for m in received] == ["accepted"]
-        received[0].ack()
-
-
 def test_a_no_ack_consumer_leaves_no_record(redis_server: RedisServer, admin: redis.Redis) -> None:
-    queue = _queue("noack")
+    noack = queue("noack")
     received: list[Message] = []
-    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
-        _publish(conn, queue, "once")
-        with Consumer(conn, queues=[queue], accept=["json"], no_ack=True,
-                      callbacks=[_keep(received)]):  # fmt: skip
+    with connect(redis_url(redis_server), RELIABLE, rcbundle_owner="noack@itest") as conn:
+        publish(conn, noack, "once")
+        with Consumer(conn, queues=[noack], accept=["json"], no_ack=True,
+                      callbacks=[keep(received)]):  # fmt: skip
             conn.drain_events(timeout=5)
     assert [m.payload for m in received] == ["once"]
     assert admin.hlen(PREFIX + "unacked") == 0
+    assert admin.exists(PREFIX + "unacked_owner") == 0
 
 
 def test_a_full_broker_refuses_publishing_but_still_hands_out_messages(
@@ -158,14 +132,14 @@ def test_a_full_broker_refuses_publishing_but_still_hands_out_messages(
 ) -> None:
     # noeviction and over maxmemory: writes are refused, but the fetch must still record and take
     # (the script's allow-oom flag), or a full broker would stop its own draining.
-    queue = _queue("full")
+    full = queue("full")
     received: list[Message] = []
-    with _connection(redis_server, "rcbundle.transport:Transport") as conn:
-        _publish(conn, queue, "queued before")
-        with Consumer(conn, queues=[queue], accept=["json"], callbacks=[_keep(received)]):
+    with connect(redis_url(redis_server), RELIABLE) as conn:
+        publish(conn, full, "queued before")
+        with Consumer(conn, queues=[full], accept=["json"], callbacks=[keep(received)]):
             admin.config_set("maxmemory", 1)
             with pytest.raises(redis.exceptions.OutOfMemoryError):
-                admin.lpush(PREFIX + queue.name, "refused")
+                admin.lpush(PREFIX + full.name, "refused")
             conn.drain_events(timeout=5)
             admin.config_set("maxmemory", 0)
         assert [m.payload for m in received] == ["queued before"]
@@ -174,12 +148,216 @@ def test_a_full_broker_refuses_publishing_but_still_hands_out_messages(
     assert admin.hlen(PREFIX + "unacked") == 0
 
 
-def _wake_key(queue: Queue) -> str:
-    return f"{PREFIX}{queue.name}{SEP}{WAKE_SUFFIX}"
+def test_a_stock_producers_message_wakes_an_idle_consumer_at_once(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    # The consumer's BRPOP times out only after LONG_POLL: only a notification explains a
+    # delivery within seconds of the publish.
+    woken = queue("woken")
+    url = redis_url(redis_server)
+    received: list[Message] = []
+    with (
+        connect(url, RELIABLE, polling_interval=LONG_POLL) as conn,
+        Consumer(conn, queues=[woken], accept=["json"], callbacks=[keep(received)]),
+    ):
+        wait_for("the subscriber", lambda: subscribers(admin, woken.name) == 1)
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.5)  # idle: waiting on its wake list
+        with publish_later(url, woken, "from stock kombu", delay=0.3) as published:
+            conn.drain_events(timeout=LONG_POLL / 2)
+            arrived = time.monotonic()
+        assert [m.payload for m in received] == ["from stock kombu"]
+        assert arrived - published[0] < WOKEN_WITHIN
+        received[0].ack()
+    assert admin.hlen(PREFIX + "unacked") == 0
 
 
-def _keep(into: list[Message]) -> Callable[[object, Message], None]:
-    def callback(body: object, message: Message) -> None:
-        into.append(message)
+def test_without_notifications_a_consumer_still_receives_within_its_polling_interval(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    admin.config_set("notify-keyspace-events", "")
+    unannounced = queue("unannounced")
+    url = redis_url(redis_server)
+    received: list[Message] = []
+    with (
+        connect(url, RELIABLE, polling_interval=1) as conn,
+        Consumer(conn, queues=[unannounced], accept=["json"], callbacks=[keep(received)]),
+    ):
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.5)
+        with publish_later(url, unannounced, "no notification", delay=0.3) as published:
+            conn.drain_events(timeout=10)
+            arrived = time.monotonic()
+        assert [m.payload for m in received] == ["no notification"]
+        assert arrived - published[0] < 1 + WOKEN_WITHIN
+        received[0].ack()
 
-    return callback
+
+def test_a_message_published_between_an_empty_fetch_and_its_wait_is_not_missed(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    # The race: FETCH finds every queue empty (and deletes the tokens); before the consumer has
+    # read that reply and sent its BRPOP, a message is published and its token pushed. The
+    # BRPOP must then end at once on that token, not after the polling interval.
+    raced = queue("raced")
+    wake = wake_key(raced)
+    url = redis_url(redis_server)
+    received: list[Message] = []
+    with connect(url, RELIABLE, polling_interval=LONG_POLL) as conn:
+        channel = conn.default_channel
+        with Consumer(channel, queues=[raced], accept=["json"], callbacks=[keep(received)]):
+            wait_for("the subscriber", lambda: subscribers(admin, raced.name) == 1)
+            wait_for("the subscription's own token", lambda: admin.llen(wake) >= 1)
+            conn.transport.cycle.on_poll_start()  # type: ignore[attr-defined]  # sends FETCH
+            wait_readable(channel)  # FETCH ran: nothing to take, tokens deleted
+            assert admin.exists(wake) == 0
+            with connect(url, STOCK) as producer:
+                publish(producer, raced, "in between")
+            wait_for("the notification's token", lambda: admin.llen(wake) == 1)
+            started = time.monotonic()
+            conn.drain_events(timeout=LONG_POLL / 2)  # reads the empty FETCH, then waits
+            assert [m.payload for m in received] == ["in between"]
+            assert time.monotonic() - started < WOKEN_WITHIN
+            received[0].ack()
+
+
+def test_the_subscriber_follows_the_queues_consumed_and_ends_with_the_channel(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    first, second = queue("first"), queue("second")
+    url = redis_url(redis_server)
+    sep = transport.Channel.sep
+    priority_keys = [f"{second.name}{sep}{pri}" for pri in (3, 6, 9)]
+    received: list[Message] = []
+    with connect(url, RELIABLE, polling_interval=LONG_POLL) as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, transport.Channel)
+        one = Consumer(channel, queues=[first], accept=["json"], callbacks=[keep(received)])
+        one.consume()
+        wait_for("first's subscriber", lambda: subscribers(admin, first.name) == 1)
+        assert subscribers(admin, second.name) == 0
+        two = Consumer(channel, queues=[second], accept=["json"], callbacks=[keep(received)])
+        two.consume()
+        # Every priority step's key of a queue, kombu's _q_for_pri.
+        for key in [second.name, *priority_keys]:
+            wait_for(f"a subscriber of {key!r}", functools.partial(_subscribed, admin, key))
+        one.cancel()
+        wait_for("first unsubscribed", lambda: subscribers(admin, first.name) == 0)
+
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.5)
+        with publish_later(url, second, "to the queue added", delay=0.3) as published:
+            conn.drain_events(timeout=LONG_POLL / 2)
+            arrived = time.monotonic()
+        assert [m.payload for m in received] == ["to the queue added"]
+        assert arrived - published[0] < WOKEN_WITHIN
+        received[0].ack()
+        waker = channel._waker
+        assert waker is not None
+        assert waker.running
+    assert not waker.running
+    assert subscribers(admin, second.name) == 0
+
+
+def test_the_subscriber_reconnects_and_wakes_for_what_came_while_it_was_away(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    again, scratch = queue("again"), queue("again-scratch")
+    url = redis_url(redis_server)
+    received: list[Message] = []
+    with (
+        connect(url, RELIABLE, polling_interval=LONG_POLL) as conn,
+        Consumer(conn, queues=[again], accept=["json"], callbacks=[keep(received)]),
+    ):
+        wait_for("the subscriber", lambda: subscribers(admin, again.name) == 1)
+        with connect(url, STOCK) as producer:
+            publish(producer, scratch, "while away")  # a queue nobody consumes
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.5)  # idle: waiting on its wake list
+        try:
+            # Its connection dropped, and new ones refused for now (the connections already
+            # made stay authenticated): the subscriber is away and retrying.
+            admin.config_set("requirepass", redis_server.password + "-changed")
+            assert admin.client_kill_filter(_type="pubsub") >= 1
+            # The message arrives unannounced: nobody is subscribed.
+            admin.lmove(PREFIX + scratch.name, PREFIX + again.name, "RIGHT", "LEFT")
+            time.sleep(0.5)
+            assert admin.llen(PREFIX + again.name) == 1
+            assert subscribers(admin, again.name) == 0
+        finally:
+            admin.config_set("requirepass", redis_server.password)
+        # Back, the subscription it confirms wakes the consumer, which fetches.
+        conn.drain_events(timeout=LONG_POLL / 2)
+        assert [m.payload for m in received] == ["while away"]
+        assert subscribers(admin, again.name) == 1
+        received[0].ack()
+        with publish_later(url, again, "after", delay=0.3) as published:
+            conn.drain_events(timeout=LONG_POLL / 2)
+            arrived = time.monotonic()
+        assert [m.payload for m in received][1:] == ["after"]
+        assert arrived - published[0] < WOKEN_WITHIN
+        received[1].ack()
+
+
+def _subscribed(admin: redis.Redis, key: str) -> bool:
+    return subscribers(admin, key) == 1
+
+
+def test_the_subscriber_ends_when_nothing_is_consumed_and_when_its_channel_is_dropped(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    # Celery's app.close() drops its connection pool without closing the channels in it (a
+    # producer's reply consumers of `celery inspect`, say).
+    replies = queue("replies")
+    conn = connect(redis_url(redis_server), RELIABLE)
+    channel = conn.default_channel
+    assert isinstance(channel, transport.Channel)
+    consumer = Consumer(channel, queues=[replies], accept=["json"], no_ack=True)
+    consumer.consume()
+    waker = channel._waker
+    assert waker is not None
+    wait_for("the subscriber", lambda: subscribers(admin, replies.name) == 1)
+    consumer.cancel()
+    wait_for("the subscriber retired", lambda: not waker.running)
+    assert subscribers(admin, replies.name) == 0
+    consumer.consume()
+    assert waker.running
+    wait_for("the subscriber again", lambda: subscribers(admin, replies.name) == 1)
+    del channel, consumer, conn
+    gc.collect()
+    wait_for("the dropped channel's subscriber ended", lambda: not waker.running)
+    assert subscribers(admin, replies.name) == 0
+
+
+@pytest.mark.parametrize("granted", [True, False], ids=["channels-granted", "channels-refused"])
+def test_an_acl_user_needs_the_keyspace_channels_to_be_woken_and_works_without_them(
+    redis_server: RedisServer, admin: redis.Redis, granted: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    user, password = f"acl-{granted}".lower(), "acl-password"
+    admin.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=[f"{PREFIX}*"], commands=["+@all"],
+        channels=[f"__keyspace@{DB}__:{PREFIX}*"] if granted else [], reset_channels=True,
+    )  # fmt: skip
+    url = f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/{DB}"
+    polls = LONG_POLL if granted else 1.0
+    try:
+        acl = queue(f"acl-{granted}")
+        received: list[Message] = []
+        with (
+            connect(url, RELIABLE, polling_interval=polls) as conn,
+            Consumer(conn, queues=[acl], accept=["json"], callbacks=[keep(received)]),
+        ):
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=0.5)
+            with publish_later(redis_url(redis_server), acl, "to an ACL user", 0.3) as published:
+                conn.drain_events(timeout=10)
+                arrived = time.monotonic()
+            assert [m.payload for m in received] == ["to an ACL user"]
+            if granted:
+                assert arrived - published[0] < WOKEN_WITHIN
+            else:
+                assert arrived - published[0] < polls + WOKEN_WITHIN
+                assert "keyspace subscriber lost its connection (NoPermissionError" in caplog.text
+            received[0].ack()
+    finally:
+        admin.acl_deluser(user)
