@@ -112,6 +112,6 @@ def test_the_shipped_locks_pin_this_bundles_runtime(tmp_path: Path, lock: Path) 
 
 def test_a_stale_runtime_pin_names_the_fix(tmp_path: Path) -> None:
     wheel = build_release.build_runtime_wheel(REPO / "runtime", tmp_path)
-    stale = build_release.Pin("rcbundle==1.0.0", "", ("sha256:" + "0" * 64,))
+    stale = build_release.Pin("rcbundle==1.1.0", "", ("sha256:" + "0" * 64,))
     with pytest.raises(build_release.ReleaseError, match=r"make lock APP=.*to lock the bundle"):
         build_release.check_runtime_pin(OWN_APP, stale, wheel)

@@ -42,9 +42,13 @@ mid-task so gets its messages back when its unit restarts, not after the visibil
 is safe because nothing else can hold them: the celery_worker role runs each node as its own
 systemd unit `celery-worker@NAME` with node name NAME@host, and systemd starts a unit's new
 process only after its previous process and every process of its cgroup are gone. Node names
-must therefore be unique among live processes (the role's are). Only once per process (a
-reconnect must not take back the messages its own running tasks hold) and never in a forked child
-(prefork's pool processes, whose parent is alive). Producers and beat have no owner.
+must therefore be unique among live processes (the role's are). A later channel of the same
+process (Celery reconnects after a lost connection) takes back only the owner's messages this
+process never received: a fetch whose reply was lost with the old connection comes back at the
+reconnect, not after the visibility timeout. What the process did receive (tasks still running,
+reserved ones) it keeps until it acks them; and nothing is taken back while another channel of the
+owner still waits for a fetch's reply. Never in a forked child (prefork's pool processes, whose
+parent is alive). Producers and beat have no owner.
 
 Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, option
 `master_name`). The subscriber's connections come from the Sentinel-managed pool, and it also
@@ -78,7 +82,8 @@ kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Ce
   (exchange, routing_key); the unacked entry [message, exchange, routing_key] (JSON).
 - kombu's prefixing client prefixes BRPOP and HDEL (used through kombu's pipeline) but not
   EVAL, HSCAN or pub/sub channel names: those are prefixed here, on plain redis-py clients.
-- redis-py: PubSub (subscribe, unsubscribe, get_message, close, its connection: PINGs it when
+- redis-py: Connection._sock (whether a fetch's reply can still arrive on it), PubSub (subscribe,
+  unsubscribe, get_message, close, its connection: PINGs it when
   idle for health_check_interval; next_health_check is when the next is due), Connection
   host/port, SentinelConnectionPool.get_master_address, ConnectionPool.connection_kwargs["db"],
   and its fork check (a pool used in a forked child starts afresh).
@@ -186,6 +191,10 @@ _WAIT = "wait"
 
 # Owners whose messages this process has restored; a forked child restores none.
 _restored_owners: set[str] = set()
+# Per owner, the delivery tags this process received and has not yet acked, rejected or restored.
+_held: dict[str, set[str]] = {}
+# The channels of this process that consume with an owner.
+_consuming: weakref.WeakSet[ReliableFetch] = weakref.WeakSet()
 _forked = False
 _wakers: weakref.WeakSet[KeyspaceWaker] = weakref.WeakSet()
 
@@ -374,6 +383,9 @@ class QoS(kombu_redis.QoS):
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Pipeline | None = None) -> Pipeline:
         # kombu's one removal for ack, reject and restore_by_tag; its pipeline prefixes HDEL.
+        owner = cast("ReliableFetch", self.channel).owner
+        if owner:
+            _held.get(owner, set()).discard(delivery_tag)
         removal: Any = cast(Any, super())._remove_from_indices(delivery_tag, pipe)
         removal.hdel(self.unacked_owner_key, delivery_tag)  # queued on that pipeline
         return cast(Pipeline, removal)
@@ -433,21 +445,31 @@ class ReliableFetch(_ChannelBase):
         (self._noack_queues.add if no_ack else self._noack_queues.discard)(queue)
         if not no_ack:
             self._restore_owned()
+            if self.owner:
+                _consuming.add(self)
         tag: str = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
         return tag
 
     def _restore_owned(self) -> None:
         """Give back what this owner's previous process fetched and left (module docstring)."""
         owner = self.owner
-        if not owner or _forked or owner in _restored_owners:
+        if not owner or _forked:
             return
+        # After a reconnect, only what this process never received: a fetch whose reply was
+        # lost with the old connection. What it did receive (a task still running) stays. Not
+        # while another channel of the owner waits for a fetch's reply: it may yet arrive.
+        again = owner in _restored_owners
+        if again and any(other._awaits_fetch_reply(owner) for other in list(_consuming)):
+            return
+        held = _held.get(owner, set()) if again else set()
         prefix = self.global_keyprefix
         plain = redis.Redis(connection_pool=self.pool)  # our own commands, prefixed here
         mine: list[str] = []
         others: list[bytes] = []
         for tag, holder in plain.hscan_iter(prefix + self.unacked_owner_key):
             if holder == owner.encode():
-                mine.append(bytes_to_str(tag))
+                if bytes_to_str(tag) not in held:
+                    mine.append(bytes_to_str(tag))
             else:
                 others.append(tag)
         for tag in mine:  # also drops the entry of a tag no longer unacked
@@ -460,11 +482,18 @@ class ReliableFetch(_ChannelBase):
         _restored_owners.add(owner)
         if mine:
             logger.info(
-                "rcbundle.transport: %d message(s) fetched by %s before it restarted went back "
-                "to their queues",
+                "rcbundle.transport: %d message(s) fetched by %s %s went back to their queues",
                 len(mine),
                 owner,
+                "whose reply was lost with a connection" if again else "before it restarted",
             )
+
+    def _awaits_fetch_reply(self, owner: str) -> bool:
+        """A fetch of owner's is on the wire here, its reply can still arrive (an open socket)."""
+        if self.owner != owner or self._poll_state != _FETCH or self._closing:
+            return False
+        connection = self.__dict__.get("client") and self.client.connection
+        return connection is not None and getattr(connection, "_sock", None) is not None
 
     def _update_queue_cycle(self) -> None:
         # kombu calls this from basic_consume and _basic_cancel, once the queues have changed.
@@ -570,7 +599,10 @@ class ReliableFetch(_ChannelBase):
             self._queue_cycle.rotate(queue)
             message = loads(bytes_to_str(item))
             if queue not in self._noack_queues:
-                self.fetched_tags.add(message["properties"]["delivery_tag"])
+                tag = message["properties"]["delivery_tag"]
+                self.fetched_tags.add(tag)
+                if self.owner:
+                    _held.setdefault(self.owner, set()).add(tag)
             self.connection._deliver(message, queue)
             return True
         if state == _FETCH and not self._closing and self.qos.can_consume():

@@ -23,6 +23,7 @@ from tests.integration.kombu_client import (
     RELIABLE,
     STOCK,
     connect,
+    cut_while_fetching,
     keep,
     publish,
     publish_later,
@@ -242,3 +243,63 @@ def _child(url: str, inherited: transport.ReliableFetch, to: Queue, owner: str) 
         return 0
     except BaseException:
         return 6
+
+
+def test_a_fetch_reply_lost_with_a_connection_comes_back_at_the_reconnect(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    # A worker cut off while it waited: Redis ran its fetch, the reply went with the connection.
+    # Its next connection (same process, same owner) takes the message back at once, while the
+    # one it received and still runs stays with it. The visibility timeout would take an hour.
+    lost, running = queue("lost-reply"), queue("still-running")
+    owner = _owner()
+    url = redis_url(redis_server)
+    options = {"visibility_timeout": 3600, "polling_interval": LONG_POLL}
+    held: list[Message] = []
+    with connect(url, RELIABLE, rcbundle_owner=owner, **options) as first:
+        publish(first, running, "running")
+        with Consumer(first, queues=[running], accept=["json"], callbacks=[keep(held)]):
+            first.drain_events(timeout=5)
+        publish(first, lost, "reply lost")
+        cut_while_fetching(first, lost, admin)
+        assert admin.hlen(UNACKED) == 2
+        received: list[Message] = []
+        with connect(url, RELIABLE, rcbundle_owner=owner, **options) as second:
+            with Consumer(second, queues=[lost, running], accept=["json"],
+                          callbacks=[keep(received)]):  # fmt: skip
+                second.drain_events(timeout=5)
+            assert [m.payload for m in received] == ["reply lost"]
+            assert received[0].delivery_info["redelivered"] is True
+            assert admin.llen(PREFIX + running.name) == 0
+            received[0].ack()
+        held[0].ack()
+    assert admin.hlen(UNACKED) == 0
+    assert admin.exists(OWNERS) == 0
+
+
+def test_nothing_is_taken_back_while_a_fetch_reply_can_still_arrive(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    pending = queue("reply-pending")
+    owner = _owner()
+    url = redis_url(redis_server)
+    options = {"visibility_timeout": 3600, "polling_interval": LONG_POLL}
+    with connect(url, RELIABLE, rcbundle_owner=owner, **options) as first:
+        publish(first, pending, "on the wire")
+        channel = first.default_channel
+        Consumer(channel, queues=[pending], accept=["json"]).consume()
+        first.transport.cycle.on_poll_start()  # type: ignore[attr-defined]  # sends the fetch
+        wait_for("the fetch ran", lambda: not admin.llen(PREFIX + pending.name))
+        # A second channel of the owner starts while the first's reply is unread but can arrive.
+        with (
+            connect(url, RELIABLE, rcbundle_owner=owner, **options) as second,
+            Consumer(second, queues=[pending], accept=["json"]),
+        ):
+            assert admin.llen(PREFIX + pending.name) == 0
+            assert admin.hlen(UNACKED) == 1
+        received: list[Message] = []
+        Consumer(channel, queues=[pending], accept=["json"], callbacks=[keep(received)]).consume()
+        first.drain_events(timeout=5)
+        assert [m.payload for m in received] == ["on the wire"]
+        received[0].ack()
+    assert admin.hlen(UNACKED) == 0
