@@ -1,8 +1,15 @@
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+# The repository's test kit (testkit/loopback.py: a redis-server on loopback), shared with the
+# runtime library's tests.
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 _config_dir = tempfile.TemporaryDirectory(prefix="taskapp-unit-")
 

@@ -3,42 +3,23 @@
 import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-import redis
 from celery import Celery
 
 from rcbundle.config import celery_config, load_settings
+from testkit.loopback import RedisServer, stop, wait_until
 
-# Characters that break an unquoted redis:// URL, so the quoting is proven end to end.
-PASSWORD = "it:p@ss/w#rd%"
 KEY_PREFIX = "itest:"
 WORKER_NAME = "itest"
 ROUTES = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"][
     "rcbundle"
 ]["task_routes"]
-STARTUP_SECONDS = 20
-
-
-@dataclass(frozen=True)
-class RedisServer:
-    port: int
-    password: str
-
-    def client(self, password: str | None = None, db: int = 0) -> redis.Redis:
-        return redis.Redis(
-            host="127.0.0.1", port=self.port, password=password, db=db, decode_responses=True
-        )
 
 
 @dataclass(frozen=True)
@@ -46,27 +27,6 @@ class Cluster:
     redis: RedisServer
     env: dict[str, str]
     client: Celery
-
-
-@contextlib.contextmanager
-def run_redis(workdir: Path) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/bin")
-    if binary is None:
-        pytest.fail(
-            "redis-server not found on PATH: the integration tests need a real one "
-            "(Debian: apt-get install redis-server)"
-        )
-    server = RedisServer(port=_free_port(), password=PASSWORD)
-    log = workdir / "redis.log"
-    args = [binary, "--bind", "127.0.0.1", "--port", str(server.port), "--dir", str(workdir)]
-    args += ["--requirepass", PASSWORD, "--save", "", "--appendonly", "no"]
-    args += ["--maxmemory-policy", "noeviction", "--logfile", str(log), "--daemonize", "no"]
-    proc = subprocess.Popen(args, start_new_session=True)
-    try:
-        _wait_until("redis-server", lambda: _answers(server), proc, log)
-        yield server
-    finally:
-        _stop(proc, timeout=10)
 
 
 @contextlib.contextmanager
@@ -96,52 +56,8 @@ def run_worker(server: RedisServer, workdir: Path) -> Iterator[Cluster]:
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        _wait_until("worker", lambda: bool(client.control.ping(timeout=0.5)), proc, log)
+        wait_until("worker", lambda: bool(client.control.ping(timeout=0.5)), proc, log)
         yield Cluster(server, env, client)
     finally:
-        _stop(proc, timeout=20)  # SIGTERM: the warm shutdown systemd's KillMode=mixed gives
+        stop(proc, timeout=20)  # SIGTERM: the warm shutdown systemd's KillMode=mixed gives
         client.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _answers(server: RedisServer) -> bool:
-    try:
-        return bool(server.client(server.password).ping())
-    except redis.ConnectionError:
-        return False
-
-
-def _wait_until(
-    what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path
-) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
-        if ready():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"{what} not ready after {STARTUP_SECONDS} s:\n{_tail(log)}")
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    # Each process leads its own group (start_new_session): this also reaps orphaned children.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)

@@ -2,7 +2,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.cluster import Cluster, RedisServer, run_redis, run_worker
+from testkit.loopback import RedisServer, run_redis
+from tests.integration.cluster import Cluster, run_worker
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.redis_server import RedisServer, run_redis
+from testkit.loopback import RedisServer, run_redis
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import redis
 from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
 from kombu.transport.redis import Channel as KombuChannel
 
-from tests.integration.redis_server import RedisServer
+from testkit.loopback import RedisServer
 
 PREFIX = "brokertest:"
 DB = 3  # apart from the session worker's databases

@@ -18,7 +18,7 @@ from celery import Celery
 
 import rcbundle
 from rcbundle.config import celery_config, load_settings
-from tests.integration.redis_server import RedisServer, _stop, _wait_until
+from testkit.loopback import RedisServer, stop, wait_until
 
 APP = "soloapp"
 BROKER_DB = 5  # apart from the other integration tests' databases
@@ -135,12 +135,12 @@ def run_worker(
     try:
         yield proc
     finally:
-        _stop(proc, timeout=20)
+        stop(proc, timeout=20)
 
 
 def wait_consuming(setup: SoloSetup, client: Celery, name: str, proc: subprocess.Popen[bytes],
                    log: Path) -> None:  # fmt: skip
-    _wait_until(
+    wait_until(
         "worker",
         lambda: bool(client.control.ping(destination=[name], timeout=0.5)),
         proc,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rcbundle.config import OWNER_OPTION
-from tests.integration.redis_server import RedisServer
+from testkit.loopback import RedisServer
 from tests.integration.solo_worker import KEY_PREFIX, prepare, run_worker, wait_consuming
 
 pytestmark = pytest.mark.integration

@@ -17,6 +17,7 @@ import redis
 from kombu import Consumer, Message, Queue
 
 from rcbundle import transport
+from testkit.loopback import RedisServer
 from tests.integration.kombu_client import (
     LONG_POLL,
     PREFIX,
@@ -32,7 +33,6 @@ from tests.integration.kombu_client import (
     subscribers,
     wait_for,
 )
-from tests.integration.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 

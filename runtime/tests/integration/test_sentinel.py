@@ -15,6 +15,7 @@ from kombu import Connection, Consumer, Message
 from kombu.transport.redis import SentinelTransport as KombuSentinelTransport
 
 from rcbundle import transport
+from testkit.loopback import RedisServer, run_redis, run_sentinel
 from tests.integration.kombu_client import (
     LONG_POLL,
     PREFIX,
@@ -27,7 +28,6 @@ from tests.integration.kombu_client import (
     subscribers,
     wait_for,
 )
-from tests.integration.redis_server import RedisServer, run_redis, run_sentinel
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 from celery.exceptions import TimeLimitExceeded
 
 from rcbundle import solo
-from tests.integration.redis_server import RedisServer
+from testkit.loopback import RedisServer
 from tests.integration.solo_worker import (
     BROKER_DB,
     KEY_PREFIX,

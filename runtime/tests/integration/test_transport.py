@@ -15,6 +15,7 @@ import redis
 from kombu import Consumer, Message
 
 from rcbundle import transport
+from testkit.loopback import NOTIFY_KEYSPACE_EVENTS, RedisServer
 from tests.integration.kombu_client import (
     LONG_POLL,
     PREFIX,
@@ -32,7 +33,6 @@ from tests.integration.kombu_client import (
     wait_readable,
     wake_key,
 )
-from tests.integration.redis_server import NOTIFY_KEYSPACE_EVENTS, RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""A real redis-server on loopback, stopped on exit even when a test fails."""
+"""A real redis-server (and Sentinel) on loopback for the runtime's and the app's tests, stopped
+on exit even when a test fails, and the helpers that start and stop their other processes."""
 
 import contextlib
 import os
@@ -48,7 +49,7 @@ def _binary() -> str:
 @contextlib.contextmanager
 def run_redis(workdir: Path, replica_of: RedisServer | None = None) -> Iterator[RedisServer]:
     """A redis-server with requirepass; with replica_of, a replica of that server."""
-    server = RedisServer(port=_free_port(), password=PASSWORD)
+    server = RedisServer(port=free_port(), password=PASSWORD)
     log = workdir / f"redis-{server.port}.log"
     args = [_binary(), "--bind", "127.0.0.1", "--port", str(server.port), "--dir", str(workdir)]
     args += ["--requirepass", PASSWORD, "--save", "", "--appendonly", "no"]
@@ -57,17 +58,17 @@ def run_redis(workdir: Path, replica_of: RedisServer | None = None) -> Iterator[
         args += ["--replicaof", "127.0.0.1", str(replica_of.port), "--masterauth", PASSWORD]
     proc = subprocess.Popen(args, start_new_session=True)
     try:
-        _wait_until("redis-server", lambda: _answers(server), proc, log)
+        wait_until("redis-server", lambda: _answers(server), proc, log)
         server.client(PASSWORD).config_set("notify-keyspace-events", NOTIFY_KEYSPACE_EVENTS)
         yield server
     finally:
-        _stop(proc, timeout=10)
+        stop(proc, timeout=10)
 
 
 @contextlib.contextmanager
 def run_sentinel(workdir: Path, master: RedisServer, name: str) -> Iterator[int]:
     """One Sentinel on loopback monitoring master as name (quorum 1); yields its port."""
-    port = _free_port()
+    port = free_port()
     config = workdir / f"sentinel-{port}.conf"  # Sentinel rewrites its own config file
     log = workdir / f"sentinel-{port}.log"
     config.write_text(
@@ -87,14 +88,14 @@ def run_sentinel(workdir: Path, master: RedisServer, name: str) -> Iterator[int]
             return False
 
     try:
-        _wait_until("redis-sentinel", knows_master, proc, log)
+        wait_until("redis-sentinel", knows_master, proc, log)
         yield port
     finally:
         sentinel.close()
-        _stop(proc, timeout=10)
+        stop(proc, timeout=10)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -108,24 +109,24 @@ def _answers(server: RedisServer) -> bool:
         return False
 
 
-def _wait_until(
+def wait_until(
     what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path
 ) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{tail(log)}")
         if ready():
             return
         time.sleep(0.2)
-    pytest.fail(f"{what} not ready after {STARTUP_SECONDS} s:\n{_tail(log)}")
+    pytest.fail(f"{what} not ready after {STARTUP_SECONDS} s:\n{tail(log)}")
 
 
-def _tail(log: Path) -> str:
+def tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
 
 
-def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
+def stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
