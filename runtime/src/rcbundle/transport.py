@@ -173,6 +173,12 @@ return dropped
 WAKE_SUFFIX = "wake"
 # A wake list nobody consumes any more disappears this long after its last token.
 WAKE_TTL_MS = 60_000
+# Every idle consumer's subscriber pushes a token per message, and busy consumers pop none: left
+# unbounded, a burst onto a queue with many consumers would fill a noeviction broker with tokens.
+# A token pushed while a consumer waits is popped at once (Redis serves a blocked BRPOP right
+# after the LPUSH, before the trim), so the cap only bounds tokens nobody waits for: enough to
+# wake this many consumers that start waiting later; any others fetch at their next poll.
+WAKE_TOKENS_MAX = 100
 OWNER_SUFFIX = "_owner"  # the owner hash is kombu's unacked_key + this: "unacked_owner"
 OPTIONS = (OWNER_OPTION,)
 
@@ -350,6 +356,7 @@ class KeyspaceWaker:
         with client.pipeline(transaction=False) as pipe:
             for wake in sorted(wakes):
                 pipe.lpush(wake, "1")
+                pipe.ltrim(wake, 0, WAKE_TOKENS_MAX - 1)
                 pipe.pexpire(wake, WAKE_TTL_MS)
             # A refused token (a full noeviction broker) only delays: the wait times out.
             pipe.execute(raise_on_error=False)

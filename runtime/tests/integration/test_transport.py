@@ -172,6 +172,25 @@ def test_a_stock_producers_message_wakes_an_idle_consumer_at_once(
     assert admin.hlen(PREFIX + "unacked") == 0
 
 
+def test_tokens_nobody_waits_for_are_capped(redis_server: RedisServer, admin: redis.Redis) -> None:
+    # A consumer that does not poll (busy) pops no token; a burst must not pile one up per
+    # message on a noeviction broker.
+    burst = queue("burst")
+    url = redis_url(redis_server)
+    with (
+        connect(url, RELIABLE, polling_interval=LONG_POLL) as conn,
+        Consumer(conn, queues=[burst], accept=["json"]),
+        connect(url, STOCK) as producer,
+    ):
+        wait_for("the subscriber", lambda: subscribers(admin, burst.name) == 1)
+        for i in range(transport.WAKE_TOKENS_MAX + 50):
+            publish(producer, burst, f"burst {i}")
+        wait_for("the tokens", lambda: admin.llen(wake_key(burst)) >= transport.WAKE_TOKENS_MAX)
+        time.sleep(0.5)  # the subscriber has seen the last events
+        assert admin.llen(wake_key(burst)) == transport.WAKE_TOKENS_MAX
+        assert admin.llen(PREFIX + burst.name) == transport.WAKE_TOKENS_MAX + 50
+
+
 def test_without_notifications_a_consumer_still_receives_within_its_polling_interval(
     redis_server: RedisServer, admin: redis.Redis
 ) -> None:
