@@ -193,3 +193,15 @@ def test_a_flow_names_its_lost_tasks_with_their_task_ids() -> None:
     flow = Flow(Celery("t"), "label", seconds=0.1, interval=1)
     flow.accepted = {"k1": "id-1", "k4": "id-4"}
     assert flow.lost_tasks(list(ENTRIES)) == ["k4 id-4"]
+
+
+def test_a_failed_mode_switch_reports_the_playbook_error_line() -> None:
+    from chaos.__main__ import _reason
+
+    tail = (
+        "TASK [x]\n    msg: |-\n        Unable to restart service celery-worker@default.service: "
+        "Job failed.\n\nPLAY RECAP ****\nhost : ok=1 failed=1\n"
+    )
+    assert _reason(tail) == "Unable to restart service celery-worker@default.service: Job failed."
+    assert _reason("only this\n") == "only this"
+    assert _reason("") == ""
