@@ -48,10 +48,16 @@ def parse_entries(raw: Iterable[str | bytes]) -> list[Entry]:
 
 @dataclass(frozen=True)
 class Event:
-    """A fault injected on one host (a kill, a stop, a cut), as the controller's clock saw it."""
+    """A fault injected on one host (a kill, a stop, a cut), as the controller's clock saw it:
+    on every worker node of the host, or on one (worker, e.g. `default-2@chaos-worker1`)."""
 
     host: str
     at: float
+    worker: str | None = None
+
+    def hits(self, start: Entry) -> bool:
+        """Whether the fault struck the node that wrote this entry."""
+        return start.host == self.host and self.worker in (None, start.worker)
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ def interrupted_by(entries: Sequence[Entry], events: Sequence[Event]) -> list[tu
     for start in entries:
         if start.phase != "start" or start.execution in finished:
             continue
-        later = [ev for ev in events if ev.host == start.host and ev.at >= start.at]
+        later = [ev for ev in events if ev.hits(start) and ev.at >= start.at]
         if later:
             pairs.append((min(later, key=lambda ev: ev.at), start))
     return pairs
@@ -143,13 +149,22 @@ def first_start(entries: Sequence[Entry], host: str, after: float) -> float | No
     return min(times) if times else None
 
 
+def percentile(values: Sequence[float], p: float) -> float:
+    """The nearest-rank p-th percentile: the smallest value with at least p % of the values at
+    or below it (never an interpolation; with fewer than 100 values the p99 is the max)."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(p / 100 * len(ordered)), 1) - 1]
+
+
 def summary(values: Sequence[float]) -> dict[str, float | int | None]:
-    """n, p50 (the median), max and min, rounded to 0.1 s; None when there are no values."""
+    """n, p50 (the median), p99 (nearest rank), max and min, rounded to 0.1 s; None when there
+    are no values."""
     if not values:
-        return {"n": 0, "p50": None, "max": None, "min": None}
+        return {"n": 0, "p50": None, "p99": None, "max": None, "min": None}
     return {
         "n": len(values),
         "p50": round(statistics.median(values), 1),
+        "p99": round(percentile(values, 99), 1),
         "max": round(max(values), 1),
         "min": round(min(values), 1),
     }

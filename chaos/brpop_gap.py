@@ -5,11 +5,13 @@ while its worker waits for work, and tasks are sent at once. With kombu's own Re
 this lost 2 of 3 tasks every round (chaos/evidence/brpop-gap-probe-2026-12-02.json): Redis
 still counted the cut-off connection as a waiting BRPOP client and popped the next message
 into it, and after reconnection kombu popped one more and failed to record it in `unacked`
-on a pooled connection that was still stale. taskapp.broker's fetch records a message in
-`unacked` in the same step that takes it, so such a message waits there for kombu's restore
-instead (RELIABILITY.md). Prints one JSON line a round; `make chaos` must have deployed the
-lab first. Experiment 7 of the suite runs the same round twice; this repeats it as often as
-asked.
+on a pooled connection that was still stale. rcbundle's transport records a message in
+`unacked`, with its owner (the node), in the same step that takes it, and the node's next
+connection takes back at once what its process never received: such a message runs again
+after the reconnect, not after the visibility timeout (3600 s, the lab's default), and a task
+not completed within 150 s of the reconnection counts as lost (RELIABILITY.md). Prints one
+JSON line a round; `make chaos` must have deployed the lab first. Experiment 7 of the suite
+runs the same round twice; this repeats it as often as asked.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ import json
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from functools import cache
 from typing import Any
 
 import redis
@@ -27,7 +28,9 @@ PKI = REPO / "build/pki"
 NETWORK = "bundle-chaos"
 REDIS_HOST = "chaos-redis1"
 WORKERS = ("chaos-worker1", "chaos-worker2")
-UNIT = "celery-worker@default"
+# Each worker node is its own systemd unit celery-worker@NAME, worker NAME@HOST: the default
+# topology runs one solo node per vCPU (celery-worker@default, celery-worker@default-2 ...).
+UNIT_PREFIX = "celery-worker@"
 PORT = 16380  # chaos-redis1's 6379, published on the controller's loopback
 TASK = "taskapp.record_work"
 
@@ -118,19 +121,34 @@ class Lab:
                 raise TimeoutError(f"Redis did not answer within {timeout}s")
             time.sleep(0.2)
 
-    def wait_running(self, label: str, host: str, after: float, timeout: float) -> bool:
-        """Wait until host is in the middle of an execution it started after `after`."""
+    def wait_running(self, label: str, host: str, after: float, timeout: float) -> Entry | None:
+        """Wait until host is in the middle of an execution it started after `after`: its start
+        entry (the latest, if several nodes of the host are busy), or None on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             entries = self.entries(label)
             done = {e.execution for e in entries if e.phase == "done"}
-            if any(
-                e.phase == "start" and e.host == host and e.at > after and e.execution not in done
+            running = [
+                e
                 for e in entries
-            ):
-                return True
+                if e.phase == "start"
+                and e.host == host
+                and e.at > after
+                and e.execution not in done
+            ]
+            if running:
+                return max(running, key=lambda e: e.at)
             time.sleep(0.2)
-        return False
+        return None
+
+    def unacked_task_ids(self) -> set[str]:
+        """Task ids of the messages in kombu's unacked hash: fetched, not yet acknowledged. A
+        task counted lost that is there would come back only after the visibility timeout."""
+        ids = set()
+        for _, raw in self.broker.hscan_iter(f"{self.settings.redis.key_prefix}unacked"):
+            with suppress(ValueError, KeyError, IndexError, TypeError):
+                ids.add(str(json.loads(raw)[0]["headers"]["id"]))
+        return ids
 
     def wait_done(self, label: str, keys: set[str], timeout: float) -> float:
         """Wait until every key has completed at least once; seconds waited."""
@@ -156,8 +174,10 @@ class Lab:
     # Faults and repairs -------------------------------------------------------------------
 
     def workers(self, action: str, hosts: tuple[str, ...] = WORKERS) -> None:
+        """systemctl ACTION on every worker unit of the hosts (one call per host, so a host's
+        units stop or start together)."""
         for host in hosts:
-            on(host, f"systemctl {action} {UNIT}", timeout=180)
+            on(host, f"systemctl {action} {' '.join(units(host))}", timeout=180)
 
     def heal(self) -> None:
         """Undo whatever an experiment that failed midway may have left behind."""
@@ -168,7 +188,8 @@ class Lab:
         with suppress(TimeoutError):
             self.wait_redis(60)
         for host in WORKERS:
-            on(host, f"systemctl reset-failed {UNIT}; systemctl start {UNIT}", check=False)
+            names = " ".join(units(host))
+            on(host, f"systemctl reset-failed {names}; systemctl start {names}", check=False)
 
     def versions(self) -> dict[str, str]:
         worker_py = "/opt/taskapp/current/venv/bin/python"
@@ -192,21 +213,47 @@ class Lab:
         }
 
 
-def kill_workers(host: str) -> float:
-    """SIGKILL the worker's main process and its pool children at once; the time it was done.
+@cache
+def units(host: str) -> tuple[str, ...]:
+    """The worker units the deploy put on host, one per node (their drop-in directories)."""
+    out = on(host, f"cd /etc/systemd/system && ls -d {UNIT_PREFIX}*.service.d")
+    names = tuple(sorted(d.removesuffix(".service.d") for d in out.split()))
+    if not names:
+        raise RuntimeError(f"no {UNIT_PREFIX}* unit on {host}")
+    return names
 
-    systemd then restarts the unit (Restart=on-failure), in these containers only after
-    TimeoutStopSec: it is not told that the unit's cgroup emptied (chaos/inventory says more).
+
+def unit_of(worker: str) -> str:
+    """`default-2@chaos-worker1` (a start entry's worker) -> `celery-worker@default-2`."""
+    return UNIT_PREFIX + worker.rpartition("@")[0]
+
+
+def kill_workers(host: str, names: Iterable[str] | None = None) -> float:
+    """SIGKILL the main process and any pool children of the host's worker units (all of them,
+    or those named) at once; the time it was done.
+
+    systemd then restarts each unit (Restart=on-failure) after RestartSec (5 s). In these
+    containers it is not told when a unit's cgroup empties, so a unit with processes left
+    after its main process died would wait out TimeoutStopSec; a solo node (the default
+    topology) has none, and every process here is killed in the same command.
     """
     # Not checked: a unit still restarting from the last kill has nothing to kill, and the
     # experiment counts such kills apart (it waits for a running task first).
-    on(
-        host,
-        f"main=$(systemctl show -p MainPID --value {UNIT}); "
-        '[ "$main" != 0 ] && kill -KILL $main $(pgrep -P $main)',
-        check=False,
+    script = "; ".join(
+        f"main=$(systemctl show -p MainPID --value {unit}); "
+        f'[ "$main" != 0 ] && kill -KILL $main $(pgrep -P $main)'
+        for unit in (units(host) if names is None else names)
     )
+    on(host, script, check=False)
     return time.time()
+
+
+def invocations(host: str) -> dict[str, str]:
+    """Each worker unit's InvocationID: a new one after each start."""
+    return {
+        unit: on(host, f"systemctl show -p InvocationID --value {unit}").strip()
+        for unit in units(host)
+    }
 
 
 class Flow:

@@ -14,6 +14,7 @@ from chaos.accounting import (
     interrupted_by,
     never_completed,
     parse_entries,
+    percentile,
     redelivery_delays,
     running_at,
     summary,
@@ -77,6 +78,15 @@ def test_redelivery_is_measured_from_the_event_that_interrupted_the_execution() 
     assert redelivery_delays(ENTRIES, [earlier, other_host, KILL]) == [38.0]
 
 
+def test_a_kill_of_one_node_interrupts_only_that_node() -> None:
+    # Two solo nodes on one host: a kill of default-2 is not the cause of default's loss.
+    other_node = Event("chaos-worker1", 12.0, worker="default-2@chaos-worker1")
+    assert interrupted_by(ENTRIES, [other_node]) == []
+    node = Event("chaos-worker1", 12.0, worker=W1)
+    assert interrupted_by(ENTRIES, [other_node, node]) == [(node, ENTRIES[2])]
+    assert redelivery_delays(ENTRIES, [node]) == [38.0]
+
+
 def test_an_interrupted_execution_never_run_again_has_no_delay() -> None:
     assert redelivery_delays(ENTRIES[:3], [KILL]) == []
 
@@ -98,9 +108,23 @@ def test_parse_entries_reads_what_record_work_writes() -> None:
 
 
 def test_summary_rounds_and_handles_no_values() -> None:
-    assert summary([31.04, 40.0, 129.96]) == {"n": 3, "p50": 40.0, "max": 130.0, "min": 31.0}
+    assert summary([31.04, 40.0, 129.96]) == {
+        "n": 3,
+        "p50": 40.0,
+        "p99": 130.0,
+        "max": 130.0,
+        "min": 31.0,
+    }
     assert summary([1.0, 2.0, 3.0, 4.0])["p50"] == 2.5
-    assert summary([]) == {"n": 0, "p50": None, "max": None, "min": None}
+    assert summary([]) == {"n": 0, "p50": None, "p99": None, "max": None, "min": None}
+
+
+def test_p99_is_the_nearest_rank() -> None:
+    hundred = [float(i) for i in range(1, 101)]
+    assert percentile(hundred, 99) == 99.0
+    assert percentile([*hundred, 500.0], 99) == 100.0  # 101 values: rank 100
+    assert percentile([5.0, 1.0, 70.0], 99) == 70.0  # fewer than 100 values: the max
+    assert percentile([3.0], 50) == 3.0
 
 
 def test_report_renders_every_experiment_and_an_error() -> None:
@@ -169,3 +193,15 @@ def test_a_flow_names_its_lost_tasks_with_their_task_ids() -> None:
     flow = Flow(Celery("t"), "label", seconds=0.1, interval=1)
     flow.accepted = {"k1": "id-1", "k4": "id-4"}
     assert flow.lost_tasks(list(ENTRIES)) == ["k4 id-4"]
+
+
+def test_a_failed_mode_switch_reports_the_playbook_error_line() -> None:
+    from chaos.__main__ import _reason
+
+    tail = (
+        "TASK [x]\n    msg: |-\n        Unable to restart service celery-worker@default.service: "
+        "Job failed.\n\nPLAY RECAP ****\nhost : ok=1 failed=1\n"
+    )
+    assert _reason(tail) == "Unable to restart service celery-worker@default.service: Job failed."
+    assert _reason("only this\n") == "only this"
+    assert _reason("") == ""
