@@ -47,7 +47,10 @@ process (Celery reconnects after a lost connection) takes back only the owner's 
 process never received: a fetch whose reply was lost with the old connection comes back at the
 reconnect, not after the visibility timeout. What the process did receive (tasks still running,
 reserved ones) it keeps until it acks them; and nothing is taken back while another channel of the
-owner still waits for a fetch's reply. Never in a forked child (prefork's pool processes, whose
+owner still waits for a fetch's reply. A message the process let go of without settling it (an
+ack or reject that failed with a lost connection; Celery then drops the message) is given back
+by a sweep on kombu's restore timer (every 10 s) once it was fetched UNHELD_AFTER (30 s) ago,
+instead of after the visibility timeout. Never in a forked child (prefork's pool processes, whose
 parent is alive). Producers and beat have no owner.
 
 Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, option
@@ -73,7 +76,8 @@ kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Ce
   disconnect of the pool (in-use connections too) also ends the subscriber's wait at once.
 - kombu.transport.redis.Transport.__init__ makes the polling_interval option brpop_timeout;
   virtual.Transport.drain_events sleeps polling_interval after a poll that delivers nothing.
-- kombu.transport.redis.QoS: append (whose Redis writes FETCH replaces), _remove_from_indices
+- kombu.transport.redis.QoS: ack, reject, restore_visible (called by the poller's restore timer,
+  with kombu's throttle inside), append (whose Redis writes FETCH replaces), _remove_from_indices
   (the one pipeline of ack, reject and restore_by_tag; restore_visible and the restore at close
   go through restore_by_tag), restore_by_tag; virtual.QoS.append. kombu's Channel._restore
   (virtual QoS only, unused by the Redis QoS) removes no owner entry; a channel that restores
@@ -102,7 +106,7 @@ from time import monotonic, time
 from typing import TYPE_CHECKING, Any, cast
 
 from rcbundle import versions
-from rcbundle.config import OWNER_OPTION
+from rcbundle.config import OWNER_OPTION, SOCKET_TIMEOUT
 
 versions.check()  # below kombu's public API: refuse an untested kombu
 
@@ -191,6 +195,9 @@ TICK_SECONDS = 0.5
 BACKOFF_SECONDS = (0.1, 5.0)  # first and longest pause between reconnects
 JOIN_SECONDS = 2.0
 STALE_BATCH = 500
+# How long after its fetch a message that this process does not hold is given back (the sweep
+# in ReliableFetch._restore_unheld): twice the poll connection's socket timeout.
+UNHELD_AFTER = 2 * SOCKET_TIMEOUT
 
 _FETCH = "fetch"
 _WAIT = "wait"
@@ -388,11 +395,32 @@ class QoS(kombu_redis.QoS):
         else:  # basic_get, kombu's own path
             super().append(message, delivery_tag)
 
-    def _remove_from_indices(self, delivery_tag: str, pipe: Pipeline | None = None) -> Pipeline:
-        # kombu's one removal for ack, reject and restore_by_tag; its pipeline prefixes HDEL.
+    def _release(self, delivery_tag: str) -> None:
+        """The process is done with the message: not held any more, whatever Redis answers."""
         owner = cast("ReliableFetch", self.channel).owner
         if owner:
             _held.get(owner, set()).discard(delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        self._release(delivery_tag)
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        # An ack or reject can fail (a connection lost meanwhile): Celery then drops the message,
+        # which stays in unacked, recorded as this owner's. No longer held, the sweep below gives
+        # it back instead of the visibility timeout.
+        self._release(delivery_tag)
+        super().reject(delivery_tag, requeue=requeue)
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        # kombu's poller calls this every unacked_restore_interval (10 s); kombu's own scan
+        # runs on every interval-th call only, this sweep on every call.
+        cast("ReliableFetch", self.channel)._restore_unheld()
+        super().restore_visible(start, num, interval)
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Pipeline | None = None) -> Pipeline:
+        # kombu's one removal for ack, reject and restore_by_tag; its pipeline prefixes HDEL.
+        self._release(delivery_tag)
         removal: Any = cast(Any, super())._remove_from_indices(delivery_tag, pipe)
         removal.hdel(self.unacked_owner_key, delivery_tag)  # queued on that pipeline
         return cast(Pipeline, removal)
@@ -493,6 +521,51 @@ class ReliableFetch(_ChannelBase):
                 len(mine),
                 owner,
                 "whose reply was lost with a connection" if again else "before it restarted",
+            )
+
+    def _restore_unheld(self) -> None:
+        """Give back this owner's messages that this process fetched and let go of unsettled.
+
+        An ack or reject that failed (the connection went during a network cut), or a fetch
+        whose reply went with a connection after the reconnect's own restore: such a message
+        stays in unacked as this owner's, held by nobody, until the visibility timeout. Here it
+        goes back once it was fetched more than UNHELD_AFTER seconds ago (longer than any fetch
+        reply can take to be read: the poll connection's socket timeout, twice), and never while
+        a fetch of the owner's waits for its reply (it may carry one of them).
+        """
+        owner = self.owner
+        if not owner or _forked or owner not in _restored_owners:
+            return  # a channel's first restore gives back everything of the owner's
+        if any(other._awaits_fetch_reply(owner) for other in list(_consuming)):
+            return
+        prefix = self.global_keyprefix
+        plain = redis.Redis(connection_pool=self.pool)
+        held = _held.get(owner, set())
+        candidates = [
+            bytes_to_str(tag)
+            for tag, holder in plain.hscan_iter(prefix + self.unacked_owner_key)
+            if holder == owner.encode() and bytes_to_str(tag) not in held
+        ]
+        if not candidates:
+            return
+        with plain.pipeline(transaction=False) as pipe:
+            for tag in candidates:
+                pipe.zscore(prefix + self.unacked_index_key, tag)
+            fetched_at = pipe.execute()
+        ceiling = time() - UNHELD_AFTER
+        stale = [
+            tag
+            for tag, at in zip(candidates, fetched_at, strict=True)
+            if at is not None and float(at) < ceiling
+        ]
+        for tag in stale:
+            cast(QoS, self.qos).restore_by_tag(tag)
+        if stale:
+            logger.warning(
+                "rcbundle.transport: %d message(s) of %s left unsettled (an ack or reject that "
+                "failed, a lost fetch reply) went back to their queues",
+                len(stale),
+                owner,
             )
 
     def _awaits_fetch_reply(self, owner: str) -> bool:

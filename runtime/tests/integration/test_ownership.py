@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from kombu import Consumer, Message, Queue
+from kombu.transport import redis as kombu_redis
 
 from rcbundle import transport
 from testkit.loopback import RedisServer
@@ -300,6 +301,72 @@ def test_nothing_is_taken_back_while_a_fetch_reply_can_still_arrive(
         received: list[Message] = []
         Consumer(channel, queues=[pending], accept=["json"], callbacks=[keep(received)]).consume()
         first.drain_events(timeout=5)
+        assert [m.payload for m in received] == ["on the wire"]
+        received[0].ack()
+    assert admin.hlen(UNACKED) == 0
+
+
+def test_a_message_let_go_unsettled_is_swept_back_what_runs_stays(
+    redis_server: RedisServer, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Celery rejects a task whose result it could not store, the reject fails on a connection
+    # lost in a network cut, and Celery drops the message: without the sweep it would wait for
+    # the visibility timeout (an hour by default), owned by a live node that never restarts.
+    monkeypatch.setattr(transport, "UNHELD_AFTER", 0.5)
+    dropped, running = queue("dropped"), queue("sweep-running")
+    owner = _owner()
+    url = redis_url(redis_server)
+    options = {"visibility_timeout": 3600, "polling_interval": LONG_POLL}
+    taken: list[Message] = []
+    with connect(url, RELIABLE, rcbundle_owner=owner, **options) as conn:
+        publish(conn, dropped, "reject failed")
+        publish(conn, running, "still running")
+        with Consumer(conn, queues=[dropped, running], accept=["json"], callbacks=[keep(taken)]):
+            conn.drain_events(timeout=5)
+            conn.drain_events(timeout=5)
+            assert sorted(m.payload for m in taken) == ["reject failed", "still running"]
+            failed = next(m for m in taken if m.payload == "reject failed")
+            channel = conn.default_channel
+            assert isinstance(channel, transport.ReliableFetch)
+
+            def lost(*args: object, **kwargs: object) -> None:
+                raise redis.ConnectionError("connection lost in the cut")
+
+            with monkeypatch.context() as cut:
+                cut.setattr(kombu_redis.QoS, "restore_by_tag", lost)
+                with pytest.raises(redis.ConnectionError):
+                    failed.reject(requeue=True)
+            assert admin.llen(PREFIX + dropped.name) == 0
+            time.sleep(0.6)
+            channel.qos.restore_visible()
+            # Back on its queue, marked redelivered; the running one stays where it is.
+            assert admin.llen(PREFIX + dropped.name) == 1
+            assert admin.llen(PREFIX + running.name) == 0
+            assert list(admin.hgetall(OWNERS).values()) == [owner]
+            next(m for m in taken if m.payload == "still running").ack()
+    assert admin.hlen(UNACKED) == 0
+
+
+def test_the_sweep_waits_while_a_fetch_reply_can_still_arrive(
+    redis_server: RedisServer, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "UNHELD_AFTER", 0.0)
+    pending = queue("sweep-pending")
+    owner = _owner()
+    url = redis_url(redis_server)
+    options = {"visibility_timeout": 3600, "polling_interval": LONG_POLL}
+    with connect(url, RELIABLE, rcbundle_owner=owner, **options) as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, transport.ReliableFetch)
+        Consumer(channel, queues=[pending], accept=["json"]).consume()
+        publish(conn, pending, "on the wire")
+        conn.transport.cycle.on_poll_start()  # type: ignore[attr-defined]  # sends the fetch
+        wait_for("the fetch ran", lambda: not admin.llen(PREFIX + pending.name))
+        channel.qos.restore_visible()
+        assert admin.llen(PREFIX + pending.name) == 0  # its reply is still to be read
+        received: list[Message] = []
+        Consumer(channel, queues=[pending], accept=["json"], callbacks=[keep(received)]).consume()
+        conn.drain_events(timeout=5)
         assert [m.payload for m in received] == ["on the wire"]
         received[0].ack()
     assert admin.hlen(UNACKED) == 0
