@@ -191,6 +191,11 @@ def prepare(lab: Lab) -> None:
             "--dir",
             "/tmp",
         )
+    # The unhardened configuration runs the bundle's workers, which wake on the keyspace events
+    # the redis role turns on: a Redis setting of the deployment, not part of its hardening.
+    # (Stock's workers ignore them.) Set live, so a plain Redis left by an earlier run has it too.
+    on(REDIS, "redis-cli", "--no-auth-warning", "-p", str(PLAIN_PORT), "-a", lab.password,
+       "config", "set", "notify-keyspace-events", "Kl")  # fmt: skip
     lab.client(
         "plain-config",
         "--dst",
