@@ -21,7 +21,7 @@ from typing import Any
 KEYSPACE_EVENTS = "Kl"
 
 
-def celery_acl_channels(prefix: str, broker_db: int) -> list[str]:
+def celery_acl_channels(prefix: str, broker_db: int | str) -> list[str]:
     """The channels outside PREFIX* the Celery user needs, as kombu and rcbundle name them.
 
     Redis's ACL matches a PSUBSCRIBE pattern literally against the user's channel rules, so
@@ -36,7 +36,7 @@ def celery_acl_channels(prefix: str, broker_db: int) -> list[str]:
     ]
 
 
-def bundle_celery_redis_needs(prefix: str, broker_db: int) -> dict[str, Any]:
+def bundle_celery_redis_needs(prefix: str, broker_db: int | str) -> dict[str, Any]:
     """Filter: redis_acl_key_prefix | bundle_celery_redis_needs(redis_acl_celery_broker_db).
 
     The redis role's __redis_client_needs: acl_channels (added to the application user's
