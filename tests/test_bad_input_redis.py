@@ -82,6 +82,26 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["redis_acl_celery_commands", "+@all"],
     ),
     (
+        "acl channel with a space",
+        {**ACL, "redis_acl_celery_channels": ["shop:/0.events other"]},
+        ["redis_acl_celery_channels", "'shop:/0.events other'", "without spaces"],
+    ),
+    (
+        "acl channel that opens every channel",
+        {**ACL, "redis_acl_celery_channels": ["*"]},
+        ["redis_acl_celery_channels", "not * alone"],
+    ),
+    (
+        "acl channel written as an ACL rule",
+        {**ACL, "redis_acl_celery_channels": ["&shop:/0.events"]},
+        ["redis_acl_celery_channels", "a leading &"],
+    ),
+    (
+        "keyspace event flag Redis does not know",
+        {"redis_notify_keyspace_events": "Klq"},
+        ["redis_notify_keyspace_events (Klq)", "for example Kl"],
+    ),
+    (
         "results instance on the broker's port",
         {"redis_results_instance": True, "redis_results_port": 6379},
         ["redis_results_port", "other than redis_port"],
