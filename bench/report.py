@@ -621,8 +621,8 @@ def bounds(s: dict[str, Any]) -> str:
     out.append(
         "- **Celery against the raw queue.** A Celery task costs about 17 Redis commands in "
         "7 round trips with results on (11 in 4 without; counted with kombu's own transport: "
-        "the bundle's rcbundle.transport adds a wake token to each publish and writes kombu's "
-        "unacked record inside its fetch, a round trip fewer), plus kombu's and Celery's Python "
+        "the bundle's rcbundle.transport writes kombu's unacked record inside its fetch, a "
+        "round trip fewer), plus kombu's and Celery's Python "
         "work per message; the raw queue costs 1 or 2 commands. The bundle ran "
         f"{ratio('bundle_vs_raw_trivial')} of the raw queue without results and "
         f"{ratio('bundle_vs_raw_trivial_results')} with; stock ran "

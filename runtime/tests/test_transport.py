@@ -1,38 +1,229 @@
-"""rcbundle.transport without a server: the keyspace subscriber's test of a silent connection."""
+"""rcbundle.transport without a server: the keyspace subscription's bookkeeping, its reading of
+events and its health checks, on a PubSub stand-in."""
 
-from time import monotonic
-from types import SimpleNamespace
-from typing import cast
+from __future__ import annotations
+
+from typing import Any, ClassVar, cast
 
 import pytest
 import redis
-from redis.client import PubSub
 
 from rcbundle import transport
 
-
-def _pubsub(interval: float, next_check: float) -> PubSub:
-    connection = SimpleNamespace(health_check_interval=interval, next_health_check=next_check)
-    return cast(PubSub, SimpleNamespace(connection=connection))
+WANTED = b"__keyspace@0__:queue"
+OTHER = b"__keyspace@0__:somebody-elses"
 
 
-def test_a_subscriber_connection_silent_for_two_health_check_intervals_is_dropped() -> None:
-    # redis-py sets next_health_check one interval after the last read: PINGed since, unanswered.
-    with pytest.raises(redis.ConnectionError, match="answered no PING for 10 s"):
-        transport._check_alive(_pubsub(10, monotonic() - 10.5))
+class FakeConnection:
+    host, port = "127.0.0.1", 6379
+    _sock = object()
+
+    def can_read(self, timeout: float = 0) -> bool:
+        return False
+
+
+class FakePubSub:
+    """What KeyspaceSubscription uses of redis-py's PubSub."""
+
+    made: ClassVar[list[FakePubSub]] = []
+
+    def __init__(self, pool: object) -> None:
+        self.channels: set[bytes] = set()
+        self.inbox: list[dict[str, Any] | Exception] = []
+        self.connection: FakeConnection | None = FakeConnection()
+        self.health_check_response_counter = 0
+        self.health_checks = 0
+        self.closed = False
+        self.refuse: Exception | None = None
+        FakePubSub.made.append(self)
+
+    @property
+    def subscribed(self) -> bool:
+        return bool(self.channels)
+
+    def subscribe(self, *channels: bytes) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.channels |= set(channels)
+
+    def unsubscribe(self, *channels: bytes) -> None:
+        self.channels -= set(channels)
+
+    def get_message(self, timeout: float = 0) -> dict[str, Any] | None:
+        if not self.inbox:
+            return None
+        item = self.inbox.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def check_health(self) -> None:
+        self.health_checks += 1
+
+    def close(self) -> None:
+        self.closed = True
+        self.connection = None
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    now = [1000.0]
+    monkeypatch.setattr(transport, "monotonic", lambda: now[0])
+    monkeypatch.setattr(transport, "PubSub", FakePubSub)
+    FakePubSub.made.clear()
+    return now
+
+
+def _subscription(interval: float = 10) -> transport.KeyspaceSubscription:
+    return transport.KeyspaceSubscription(cast(redis.ConnectionPool, None), interval)
+
+
+def _pubsub(subscription: transport.KeyspaceSubscription) -> FakePubSub:
+    assert subscription.pubsub is not None
+    return cast(FakePubSub, subscription.pubsub)
+
+
+def _event(kind: str, channel: bytes = WANTED, data: bytes | int = 1) -> dict[str, Any]:
+    return {"type": kind, "channel": channel, "data": data, "pattern": None}
+
+
+def test_it_subscribes_to_what_is_watched_and_drops_its_connection_when_nothing_is(
+    clock: list[float],
+) -> None:
+    subscription = _subscription()
+    subscription.watch([WANTED, OTHER])
+    pubsub = _pubsub(subscription)
+    assert pubsub.channels == {WANTED, OTHER}
+    subscription.watch([WANTED])
+    assert pubsub.channels == {WANTED}
+    assert subscription.socket is FakeConnection._sock
+    subscription.watch([])
+    assert subscription.pubsub is None
+    assert pubsub.closed
+    assert subscription.socket is None
+    subscription.watch([WANTED])
+    assert len(FakePubSub.made) == 2
+    assert _pubsub(subscription).channels == {WANTED}
 
 
 @pytest.mark.parametrize(
-    ("interval", "due_in"),
-    [(10, -9), (10, 5), (0, None), (10, None)],
-    ids=["ping-pending", "read-lately", "no-health-checks", "never-read"],
+    ("events", "woken"),
+    [
+        ([_event("subscribe")], True),  # what came before it went unannounced
+        ([_event("message", data=b"lpush")], True),  # kombu's publish
+        ([_event("message", data=b"rpush")], True),  # kombu's restore
+        ([_event("message", data=b"del"), _event("message", data=b"expire")], False),
+        ([_event("message", OTHER, b"lpush"), _event("subscribe", OTHER)], False),
+        ([_event("unsubscribe")], False),
+        ([], False),
+    ],
+    ids=["confirmation", "lpush", "rpush", "other-events", "unwatched", "unsubscribe", "none"],
 )
-def test_a_subscriber_connection_read_lately_or_unchecked_is_kept(
-    interval: float, due_in: float | None
+def test_only_a_push_onto_a_watched_key_or_a_confirmation_wakes(
+    clock: list[float], events: list[dict[str, Any]], woken: bool
 ) -> None:
-    # due_in: seconds from now to next_health_check; None: redis-py's 0 (nothing read yet).
-    transport._check_alive(_pubsub(interval, 0 if due_in is None else monotonic() + due_in))
+    subscription = _subscription()
+    subscription.watch([WANTED])
+    _pubsub(subscription).inbox.extend(events)
+    assert subscription.read() is woken
+    assert not _pubsub(subscription).inbox  # everything that arrived is read
 
 
-def test_no_connection_yet_is_kept() -> None:
-    transport._check_alive(cast(PubSub, SimpleNamespace(connection=None)))
+def test_a_connection_that_fails_wakes_once_then_comes_back_after_a_growing_pause(
+    clock: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    subscription = _subscription()
+    subscription.watch([WANTED])
+    first = _pubsub(subscription)
+    first.inbox.append(redis.ConnectionError("Connection closed by server."))
+    assert subscription.read() is True  # a message may have come meanwhile: fetch
+    assert subscription.pubsub is None
+    assert first.closed
+    assert "keyspace subscriber lost its connection (ConnectionError" in caplog.text
+    subscription.tick()
+    assert subscription.pubsub is None  # not before its pause
+    pauses = []
+    for _ in range(8):
+        pauses.append(round(subscription._retry_at - clock[0], 3))
+        clock[0] = subscription._retry_at - 0.01
+        subscription.tick()
+        assert subscription.pubsub is None
+        clock[0] += 0.01
+        subscription.tick()
+        _pubsub(subscription).inbox.append(redis.ConnectionError("refused"))
+        subscription.read()
+    assert pauses[:4] == [0.1, 0.2, 0.4, 0.8]
+    assert pauses[-1] == transport.BACKOFF_SECONDS[1]
+    # A confirmed subscription is a working connection again: the next pause is the first.
+    clock[0] = subscription._retry_at
+    subscription.tick()
+    _pubsub(subscription).inbox.append(_event("subscribe"))
+    assert subscription.read()
+    _pubsub(subscription).inbox.append(redis.ConnectionError("again"))
+    subscription.read()
+    assert subscription._retry_at - clock[0] == pytest.approx(transport.BACKOFF_SECONDS[0])
+
+
+def test_a_refused_subscription_is_a_failure_like_any_other(clock: list[float]) -> None:
+    subscription = _subscription()
+    real_init = FakePubSub.__init__
+
+    def refusing(self: FakePubSub, pool: object) -> None:
+        real_init(self, pool)
+        self.refuse = redis.exceptions.NoPermissionError("no channel permission")
+
+    FakePubSub.__init__ = refusing  # type: ignore[method-assign]
+    try:
+        subscription.watch([WANTED])
+    finally:
+        FakePubSub.__init__ = real_init  # type: ignore[method-assign]
+    assert subscription.pubsub is None
+    assert FakePubSub.made[0].closed
+    clock[0] += transport.BACKOFF_SECONDS[0]
+    subscription.tick()
+    assert _pubsub(subscription).channels == {WANTED}
+
+
+def test_health_is_checked_each_interval_and_unanswered_pings_drop_the_connection(
+    clock: list[float],
+) -> None:
+    subscription = _subscription(interval=10)
+    subscription.watch([WANTED])
+    pubsub = _pubsub(subscription)
+    subscription.tick()
+    assert pubsub.health_checks == 0  # not due yet
+    clock[0] += 10
+    subscription.tick()
+    assert pubsub.health_checks == 1
+    pubsub.health_check_response_counter = transport.MISSED_PINGS_MAX - 1
+    clock[0] += 10
+    subscription.tick()
+    assert _pubsub(subscription) is pubsub  # one PING may be on its way back
+    pubsub.health_check_response_counter = transport.MISSED_PINGS_MAX
+    clock[0] += 10
+    subscription.tick()
+    assert subscription.pubsub is None
+    assert pubsub.closed
+
+
+def test_without_a_health_check_interval_nothing_is_pinged(clock: list[float]) -> None:
+    subscription = _subscription(interval=0)
+    subscription.watch([WANTED])
+    clock[0] += 3600
+    subscription.tick()
+    assert _pubsub(subscription).health_checks == 0
+
+
+def test_a_forked_child_forgets_the_parents_connection_without_touching_it(
+    clock: list[float],
+) -> None:
+    subscription = _subscription()
+    subscription.watch([WANTED])
+    pubsub = _pubsub(subscription)
+    subscription.after_fork_in_child()
+    assert subscription.pubsub is None
+    assert not pubsub.closed
+    assert pubsub.channels == {WANTED}
+    clock[0] += 60
+    subscription.tick()
+    assert subscription.pubsub is None  # nothing is watched until the child's channel asks

@@ -9,28 +9,33 @@ never arrives then leaves the message where kombu's own restore finds it: after 
 timeout it goes back to its queue. Everything else is kombu's: publishing, acks, rejects,
 restores, fanout, priorities. A no_ack consumer (a reply queue) is fetched without a record.
 
-Wake-ups. A script cannot block, so an idle consumer waits with BRPOP on a per-queue wake list
-(`<queue>\\x06\\x16wake`). Producers do nothing special: any producer (this transport, plain
-kombu or Celery, `celery call`, Flower) publishes with kombu's LPUSH. The broker runs with
+Wake-ups. A script cannot block, so an idle consumer, once FETCH finds every queue empty, waits
+with BRPOP on a wake list of its channel's own (`_rcbundle.wake\x06\x16<random>`), which only the
+channel itself pushes to. Producers do nothing special: any producer (this transport, plain kombu
+or Celery, `celery call`, Flower) publishes with kombu's LPUSH. The broker runs with
 `notify-keyspace-events` containing K and l, so every LPUSH/RPUSH onto a queue key is announced
-on `__keyspace@<db>__:<key>`. Each consuming channel has a subscriber (KeyspaceWaker: a daemon
-thread with its own redis-py PubSub on the channel's connection pool, so TLS, the ACL user and
-Sentinel's master discovery are the channel's) that SUBSCRIBEs to exactly those channels for the
-queue keys it consumes (every queue x kombu priority step) and, on an `lpush` or `rpush` event,
-pushes a token onto that queue's wake list, which ends the waiting BRPOP at once. Without
-notifications (not enabled on the server, subscriber reconnecting) nothing is lost: the BRPOP
-times out after the transport's polling_interval (kombu's brpop_timeout, 1 s by default) and the
-consumer fetches anyway.
+on `__keyspace@<db>__:<key>`. Each consuming channel keeps a subscription (KeyspaceSubscription:
+a redis-py PubSub on the channel's own connection pool, so TLS, the ACL user and Sentinel's
+master discovery are the channel's) to exactly those channels for the queue keys it consumes
+(every queue x kombu priority step). There is no thread: kombu's poller (Poller here) polls the
+subscription's socket beside the poll connection's, in the worker's event loop or in
+drain_events alike. An `lpush` or `rpush` event read while the channel waits makes it FETCH at
+once on a second connection (the wait goes on meanwhile), again while that finds messages, up to
+ASIDE_MAX in a row; what is left then ends the wait with a token on its wake list, at the next
+poll start, so the event loop's timers run between bursts. Without notifications (not enabled
+on the server, the subscription reconnecting after a failure, with backoff) nothing is lost:
+the BRPOP times out after the transport's polling_interval (kombu's brpop_timeout, 1 s by
+default) and the consumer fetches anyway.
 
-Why no wake-up is lost. FETCH deletes a queue's tokens only when it finds every queue empty, in
-the same atomic script. A message pushed after that FETCH is announced after it, so its token is
-written after the deletion and waits in the list for the BRPOP that follows (or ends it, if it is
-already waiting). A message pushed before that FETCH is taken by it. A message pushed while the
-subscriber was not yet subscribed (start, a consumer added, a reconnect) has no notification, so
-each subscription the server confirms pushes a token too: the next wait ends at once and the
-consumer fetches what came in meanwhile. A token nobody needed costs one empty FETCH; so does
-each message for every idle consumer of its queue but the one that takes it (each subscriber
-pushes a token).
+Why no wake-up is lost. An event read while a FETCH is on the wire (it may have run before the
+push) makes the channel FETCH again instead of waiting. An event read while it waits fetches at
+once. An event read while it may not take a message (no credit: prefetch reached) is kept, and
+ends the wait with a token at the first poll start with credit again. A message pushed
+while the subscription was not subscribed (start, a queue added, a reconnect) has no event, so
+the server's confirmation of each subscription wakes the channel too, and so does a failed
+connection (whatever came meanwhile is fetched). FETCH deletes the channel's tokens when it
+finds every queue empty: a token left by a wait that ended otherwise is stale then. An event
+costs each idle consumer of its queue one FETCH; all but one find nothing.
 
 Ownership (transport option `rcbundle_owner`, set by rcbundle.loader to the worker's node name in
 `celery worker`). FETCH also records `<unacked>_owner[delivery_tag] = owner`; kombu's removal of
@@ -54,12 +59,17 @@ instead of after the visibility timeout. Never in a forked child (prefork's pool
 parent is alive). Producers and beat have no owner.
 
 Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, option
-`master_name`). The subscriber's connections come from the Sentinel-managed pool, and it also
+`master_name`). The subscription's connections come from the Sentinel-managed pool, and it also
 re-checks the master's address every health_check_interval, moving to a new master.
 
-Fork safety. A forked child inherits no running subscriber (threads do not survive fork); an
-os.register_at_fork hook gives each subscriber fresh state there without touching the parent's
-socket, and the child never restores owned messages.
+Health. A subscription's connection is PINGed when it was idle for health_check_interval
+(redis-py's check_health, at a poll start); one that leaves MISSED_PINGS_MAX PINGs unanswered is
+dropped and made again, as kombu does with its own pub/sub connection: a half-open connection
+never fails on its own.
+
+Fork safety. An os.register_at_fork hook makes each subscription in a forked child forget its
+connection without touching the parent's socket; the child's own channels subscribe afresh, and
+the child never restores owned messages.
 
 Selected with Celery's broker_transport setting (rcbundle.config); the URL stays redis://,
 rediss:// (or sentinel:// with SentinelTransport). Workers must use it for the safety; producers
@@ -67,13 +77,16 @@ may use anything that speaks kombu. kombu's ack_emulation=False is not supported
 
 kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Celery series):
 - kombu.transport.redis.Channel: _brpop_start, _brpop_read, _in_poll, _brpop_sent_at (the poll
-  protocol of its MultiChannelPoller), _flush_brpop_reauth, _queue_cycle (consume, rotate),
-  _update_queue_cycle (called by basic_consume and _basic_cancel when the consumed queues
-  change), _q_for_pri, priority_steps, active_queues, _purge, _delete, _closing,
-  connection_errors, client (its .connection and parse_response), pool (its connection_kwargs),
-  conn_or_acquire, global_keyprefix, sep, unacked_key, unacked_index_key, brpop_timeout,
-  health_check_interval, from_transport_options, QoS, qos, connection._deliver; close, whose
-  disconnect of the pool (in-use connections too) also ends the subscriber's wait at once.
+  protocol of its MultiChannelPoller), handlers (type -> read callback) and _poll_error(type),
+  _flush_brpop_reauth, _queue_cycle (consume, rotate), _update_queue_cycle (called by
+  basic_consume and _basic_cancel when the consumed queues change), _q_for_pri, priority_steps,
+  active_queues, _closing, connection_errors, client (its .connection and parse_response), pool
+  (its connection_kwargs), async_pool (whose connections call the poller's
+  _on_connection_disconnect hook when they disconnect), global_keyprefix, sep, unacked_key,
+  unacked_index_key, brpop_timeout, health_check_interval, from_transport_options, QoS, qos,
+  connection._deliver.
+- kombu.transport.redis.MultiChannelPoller: _channels, _fd_to_chan, _chan_to_sock, poller,
+  eventflags, on_poll_start (called by get() and by the event loop's tick) and on_readable.
 - kombu.transport.redis.Transport.__init__ makes the polling_interval option brpop_timeout;
   virtual.Transport.drain_events sleeps polling_interval after a poll that delivers nothing.
 - kombu.transport.redis.QoS: ack, reject, restore_visible (called by the poller's restore timer,
@@ -86,11 +99,12 @@ kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Ce
   (exchange, routing_key); the unacked entry [message, exchange, routing_key] (JSON).
 - kombu's prefixing client prefixes BRPOP and HDEL (used through kombu's pipeline) but not
   EVAL, HSCAN or pub/sub channel names: those are prefixed here, on plain redis-py clients.
-- redis-py: Connection._sock (whether a fetch's reply can still arrive on it), PubSub (subscribe,
-  unsubscribe, get_message, close, its connection: PINGs it when
-  idle for health_check_interval; next_health_check is when the next is due), Connection
-  host/port, SentinelConnectionPool.get_master_address, ConnectionPool.connection_kwargs["db"],
-  and its fork check (a pool used in a forked child starts afresh).
+- redis-py: Connection._sock (whether a fetch's reply can still arrive on it; the socket to
+  poll), Connection.can_read, PubSub (subscribe and unsubscribe, which send without reading;
+  subscribed, get_message(timeout=0), check_health, health_check_response_counter, close, and
+  __del__, which closes the connection of a PubSub collected unclosed), Connection host/port,
+  SentinelConnectionPool.get_master_address, ConnectionPool.connection_kwargs["db"], and its
+  fork check (a pool used in a forked child starts afresh).
 """
 
 from __future__ import annotations
@@ -98,9 +112,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
+import socket
+import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from queue import Empty
 from time import monotonic, time
 from typing import TYPE_CHECKING, Any, cast
@@ -122,11 +137,11 @@ from redis.sentinel import SentinelConnectionPool  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-# KEYS: n queue keys (in consuming order), unacked, unacked_index, unacked_owner, then the queues'
-# wake lists. ARGV: now, n, owner ("" = none), then per queue key "1" (record it: a consumer that
-# acknowledges) or "0" (no_ack). The record is written before the message is removed, and
-# allow-oom lets it be written on a full noeviction server, where taking the message and then
-# failing to record it would lose it.
+# KEYS: n queue keys (in consuming order), unacked, unacked_index, unacked_owner, then the
+# channel's wake list. ARGV: now, n, owner ("" = none), then per queue key "1" (record it: a
+# consumer that acknowledges) or "0" (no_ack). The record is written before the message is
+# removed, and allow-oom lets it be written on a full noeviction server, where taking the message
+# and then failing to record it would lose it.
 FETCH = """#!lua flags=allow-oom
 local n = tonumber(ARGV[2])
 local owner = ARGV[3]
@@ -155,7 +170,7 @@ for i = 1, n do
     return {i, item}
   end
 end
--- Every queue is empty: tokens left behind (a backlog drained without waiting) are stale.
+-- Every queue is empty: a token left behind (a wait that ended otherwise) is stale.
 for i = n + 4, #KEYS do
   redis.call('DEL', KEYS[i])
 end
@@ -174,33 +189,32 @@ end
 return dropped
 """
 
-WAKE_SUFFIX = "wake"
+# An idle consumer's wait: BRPOP on its channel's own wake list, which nothing but the channel
+# itself pushes to (_wake_the_wait), so a token always ends the wait it is meant for.
+WAKE_PREFIX = "_rcbundle.wake"
 # A wake list nobody consumes any more disappears this long after its last token.
 WAKE_TTL_MS = 60_000
-# Every idle consumer's subscriber pushes a token per message, and busy consumers pop none: left
-# unbounded, a burst onto a queue with many consumers would fill a noeviction broker with tokens.
-# A token pushed while a consumer waits is popped at once (Redis serves a blocked BRPOP right
-# after the LPUSH, before the trim), so the cap only bounds tokens nobody waits for: enough to
-# wake this many consumers that start waiting later; any others fetch at their next poll.
-WAKE_TOKENS_MAX = 100
 OWNER_SUFFIX = "_owner"  # the owner hash is kombu's unacked_key + this: "unacked_owner"
 OPTIONS = (OWNER_OPTION,)
 
 # The keyspace events that put a message on a queue: kombu's publish (LPUSH), restore (RPUSH, or
 # LPUSH for a requeued reject).
 PUSH_EVENTS = frozenset({b"lpush", b"rpush"})
-# The subscriber looks for a changed set of queues and a stop this often (and for a moved master
-# every health_check_interval).
-TICK_SECONDS = 0.5
 BACKOFF_SECONDS = (0.1, 5.0)  # first and longest pause between reconnects
-JOIN_SECONDS = 2.0
+# A subscription whose connection has this many PINGs unanswered is dropped (as kombu does with
+# its own pub/sub connection): a half-open connection never fails on its own.
+MISSED_PINGS_MAX = 2
 STALE_BATCH = 500
+# At most this many messages are fetched and delivered in a row on waking (_keyspace_read).
+ASIDE_MAX = 10
 # How long after its fetch a message that this process does not hold is given back (the sweep
 # in ReliableFetch._restore_unheld): twice the poll connection's socket timeout.
 UNHELD_AFTER = 2 * SOCKET_TIMEOUT
 
 _FETCH = "fetch"
 _WAIT = "wait"
+# The poller's type of a channel's keyspace subscription (kombu's are BRPOP and LISTEN).
+KEYSPACE = "KEYSPACE"
 
 # Owners whose messages this process has restored; a forked child restores none.
 _restored_owners: set[str] = set()
@@ -209,146 +223,131 @@ _held: dict[str, set[str]] = {}
 # The channels of this process that consume with an owner.
 _consuming: weakref.WeakSet[ReliableFetch] = weakref.WeakSet()
 _forked = False
-_wakers: weakref.WeakSet[KeyspaceWaker] = weakref.WeakSet()
+_subscriptions: weakref.WeakSet[KeyspaceSubscription] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     global _forked
     _forked = True
-    for waker in list(_wakers):
-        waker.after_fork_in_child()
+    for subscription in list(_subscriptions):
+        subscription.after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class KeyspaceWaker:
-    """Pushes a wake token when a watched queue key gets a message (see the module docstring).
+class KeyspaceSubscription:
+    """A consuming channel's subscription to its queues' keyspace channels (module docstring).
 
-    One per consuming channel. watch() names the keyspace channels and the wake list each one
-    wakes; a daemon thread keeps a PubSub subscribed to exactly those and pushes the tokens. It
-    reconnects with backoff on errors, and ends on stop() (the channel's close, or the channel
-    garbage-collected) or once nothing is watched. All pub/sub I/O is in that thread.
+    No thread: the channel's poller (Poller) polls its socket beside the channel's poll
+    connection, read() takes what arrived, and tick(), on every poll start, reconnects after a
+    failure (with backoff) and checks the connection's health. Every error ends in fail(), which
+    logs it and drops the connection: the consumers then wait at most their polling interval.
     """
 
     def __init__(self, pool: redis.ConnectionPool, health_check_interval: float) -> None:
         self._pool = pool
-        self._health_check_interval = health_check_interval
-        self._wanted: dict[bytes, str] = {}  # replaced whole: the thread reads it without a lock
-        self._lock = threading.Lock()  # whether a thread runs: watch() against _retire()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._interval = health_check_interval
+        self.pubsub: PubSub | None = None
+        self._wanted: frozenset[bytes] = frozenset()
+        self._subscribed: set[bytes] = set()
         self._pause = BACKOFF_SECONDS[0]
-        _wakers.add(self)
+        self._retry_at = 0.0  # monotonic: no new connection before
+        self._next_check = 0.0
+        _subscriptions.add(self)
 
     @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def socket(self) -> socket.socket | None:
+        """The socket to poll, or None (not connected)."""
+        connection = self.pubsub.connection if self.pubsub is not None else None
+        return cast("socket.socket | None", getattr(connection, "_sock", None))
 
-    def watch(self, wanted: Mapping[bytes, str]) -> None:
-        """Subscribe to exactly these channels (keyspace channel -> prefixed wake list)."""
-        with self._lock:
-            self._wanted = dict(wanted)
-            if self._wanted and not self.running and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="rcbundle-keyspace-waker", daemon=True
-                )
-                self._thread.start()
+    def watch(self, wanted: Iterable[bytes]) -> None:
+        """Be subscribed to exactly these keyspace channels (none: no connection at all)."""
+        self._wanted = frozenset(wanted)
+        self._sync()
 
-    def _retire(self) -> bool:
-        """In the thread: end it if nothing is watched (a later watch() starts another)."""
-        with self._lock:
-            if self._wanted and not self._stop.is_set():
-                return False
-            self._thread = None
-            return True
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float) -> None:
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def after_fork_in_child(self) -> None:
-        # The thread did not survive the fork, and its locks may have been held when it
-        # happened: fresh state, and the parent's socket left alone (the child must not shut down
-        # the parent's connection).
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = None
-        self._wanted = {}
-
-    def _run(self) -> None:
-        stop = self._stop
-        self._pause = BACKOFF_SECONDS[0]
-        while not self._retire():
-            pubsub = PubSub(self._pool)
-            try:
-                self._listen(pubsub, stop)
-            except _MasterMoved as moved:
-                logger.info("rcbundle.transport: keyspace subscriber follows %s", moved)
-            except Exception as exc:  # the connection, or the pool closed under it at close
-                if not stop.is_set():
-                    logger.warning(
-                        "rcbundle.transport: keyspace subscriber lost its connection (%s: %s); "
-                        "consumers wait up to the polling interval until it is back in %.1f s",
-                        type(exc).__name__,
-                        exc,
-                        self._pause,
-                    )
-                    stop.wait(self._pause)
-                    self._pause = min(self._pause * 2, BACKOFF_SECONDS[1])
-            finally:
-                with contextlib.suppress(Exception):
-                    pubsub.close()
-
-    def _listen(self, pubsub: PubSub, stop: threading.Event) -> None:
-        """Until stopped or nothing is watched; raises on connection errors."""
-        subscribed: set[bytes] = set()
-        master_checked = monotonic()
-        while not stop.is_set() and self._wanted:
-            wanted = self._wanted
-            gone = subscribed - wanted.keys()
+    def _sync(self) -> None:
+        if not self._wanted:
+            self._drop()  # an unsubscribed PubSub would not read its socket: no socket at all
+            return
+        if self.pubsub is None:
+            if monotonic() < self._retry_at:
+                return  # tick() comes back
+            self.pubsub = PubSub(self._pool)
+            self._subscribed = set()
+            self._next_check = monotonic() + self._interval
+        try:
+            gone = self._subscribed - self._wanted
             if gone:
-                cast(Any, pubsub).unsubscribe(*gone)  # untyped in redis-py
-                subscribed -= gone
-            new = wanted.keys() - subscribed
+                cast(Any, self.pubsub).unsubscribe(*gone)  # untyped in redis-py
+                self._subscribed -= gone
+            new = self._wanted - self._subscribed
             if new:
-                pubsub.subscribe(*new)
-                subscribed |= new
-            _check_alive(pubsub)
-            if self._health_check_interval and (
-                monotonic() - master_checked >= self._health_check_interval
-            ):
-                master_checked = monotonic()
-                self._check_master(pubsub)
-            wakes: set[str] = set()
-            message = pubsub.get_message(timeout=TICK_SECONDS)
-            while message is not None:
-                wake = self._wake_for(message)
-                if wake is not None:
-                    wakes.add(wake)
+                # Sent, not read: the confirmation comes through read(), like any event.
+                self.pubsub.subscribe(*new)
+                self._subscribed |= new
+        except Exception as exc:  # the connection, a refused AUTH
+            self.fail(exc)
+
+    def read(self) -> bool:
+        """Read everything that arrived: whether a watched queue may have got a message.
+
+        A push onto a watched queue key wakes, and so does the server's confirmation of a
+        subscription: what was pushed before it went unannounced.
+        """
+        pubsub = self.pubsub
+        woken = False
+        try:
+            while pubsub is not None and pubsub.subscribed:
                 message = pubsub.get_message(timeout=0)
-            if wakes:
-                self._push(wakes)
+                if message is None:  # nothing (or a PONG): stop once nothing is buffered either
+                    connection = pubsub.connection
+                    if connection is None or not connection.can_read(timeout=0):
+                        break
+                    continue
+                if message["channel"] not in self._wanted:
+                    continue
+                if message["type"] == "subscribe":
+                    self._pause = BACKOFF_SECONDS[0]  # connected again
+                    woken = True
+                elif message["type"] == "message" and message["data"] in PUSH_EVENTS:
+                    woken = True
+        except Exception as exc:  # the connection, a subscription the ACL refuses
+            self.fail(exc)
+            # A message may have come meanwhile: the caller fetches, so that the outage costs
+            # nothing it can avoid.
+            return True
+        return woken
 
-    def _wake_for(self, message: Mapping[str, Any]) -> str | None:
-        wake = self._wanted.get(message["channel"])
-        if wake is None:
-            return None
-        if message["type"] == "subscribe":
-            # A confirmed subscription wakes too: messages pushed before it went unannounced.
-            self._pause = BACKOFF_SECONDS[0]  # connected again
-            return wake
-        if message["type"] == "message" and message["data"] in PUSH_EVENTS:
-            return wake
-        return None
+    def tick(self) -> None:
+        """On every poll start: reconnect when the backoff has passed, check health when due."""
+        if self.pubsub is None:
+            if self._wanted and monotonic() >= self._retry_at:
+                self._sync()
+            return
+        if not self._interval or monotonic() < self._next_check:
+            return
+        self._next_check = monotonic() + self._interval
+        pubsub = self.pubsub
+        try:
+            if pubsub.health_check_response_counter >= MISSED_PINGS_MAX:
+                raise redis.ConnectionError(
+                    f"the keyspace subscriber's connection left {MISSED_PINGS_MAX} PINGs unanswered"
+                )
+            self._check_master()
+            if pubsub.connection is not None:
+                pubsub.check_health()  # a PING, if nothing was read for an interval
+        except _MasterMoved as moved:
+            logger.info("rcbundle.transport: keyspace subscriber follows %s", moved)
+            self._drop()
+            self._sync()
+        except Exception as exc:
+            self.fail(exc)
 
-    def _check_master(self, pubsub: PubSub) -> None:
+    def _check_master(self) -> None:
         pool = self._pool
-        connection = pubsub.connection
+        connection = self.pubsub.connection if self.pubsub is not None else None
         if not isinstance(pool, SentinelConnectionPool) or connection is None:
             return
         try:
@@ -358,27 +357,35 @@ class KeyspaceWaker:
         if (connection.host, connection.port) != tuple(address):
             raise _MasterMoved(f"the master, now at {address[0]}:{address[1]}")
 
-    def _push(self, wakes: Iterable[str]) -> None:
-        client = redis.Redis(connection_pool=self._pool)
-        with client.pipeline(transaction=False) as pipe:
-            for wake in sorted(wakes):
-                pipe.lpush(wake, "1")
-                pipe.ltrim(wake, 0, WAKE_TOKENS_MAX - 1)
-                pipe.pexpire(wake, WAKE_TTL_MS)
-            # A refused token (a full noeviction broker) only delays: the wait times out.
-            pipe.execute(raise_on_error=False)
-
-
-def _check_alive(pubsub: PubSub) -> None:
-    # redis-py PINGs a connection that has read nothing for health_check_interval, but a
-    # half-open one never answers and never fails: nothing read for two intervals is dead.
-    connection = pubsub.connection
-    interval = getattr(connection, "health_check_interval", 0)
-    last_due = getattr(connection, "next_health_check", 0)
-    if interval and last_due and monotonic() > last_due + interval:
-        raise redis.ConnectionError(
-            f"the keyspace subscriber's connection answered no PING for {interval} s"
+    def fail(self, exc: BaseException) -> None:
+        logger.warning(
+            "rcbundle.transport: keyspace subscriber lost its connection (%s: %s); consumers "
+            "wait up to the polling interval until it is back in %.1f s",
+            type(exc).__name__,
+            exc,
+            self._pause,
         )
+        self._drop()
+        self._retry_at = monotonic() + self._pause
+        self._pause = min(self._pause * 2, BACKOFF_SECONDS[1])
+
+    def _drop(self) -> None:
+        pubsub, self.pubsub = self.pubsub, None
+        self._subscribed = set()
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                pubsub.close()
+
+    def close(self) -> None:
+        self._wanted = frozenset()
+        self._drop()
+
+    def after_fork_in_child(self) -> None:
+        # The parent's socket: left alone (the child must not unsubscribe or shut it down), and
+        # nothing is watched here until the child's own channel asks.
+        self.pubsub = None
+        self._subscribed = set()
+        self._wanted = frozenset()
 
 
 class _MasterMoved(Exception):
@@ -453,10 +460,14 @@ class ReliableFetch(_ChannelBase):
         self.fetched_tags: set[str] = set()
         self._noack_queues: set[str] = set()
         self._poll_state: str | None = None
-        self._poll_queues: list[str] = []
         self._poll_keys: list[tuple[str, str]] = []
-        self._waker: KeyspaceWaker | None = None
+        self._keyspace: KeyspaceSubscription | None = None
+        # A watched queue may have got a message since the last fetch was sent.
+        self._woken = False
+        self._side: redis.Redis | None = None
         super().__init__(*args, **kwargs)
+        self.wake_key = f"{WAKE_PREFIX}{self.sep}{uuid.uuid4().hex}"
+        self.handlers[KEYSPACE] = self._keyspace_read
 
     @property
     def owner(self) -> str:
@@ -465,9 +476,6 @@ class ReliableFetch(_ChannelBase):
     @property
     def unacked_owner_key(self) -> str:
         return self.unacked_key + OWNER_SUFFIX
-
-    def wake_key(self, queue: str) -> str:
-        return f"{queue}{self.sep}{WAKE_SUFFIX}"
 
     def basic_consume(
         self,
@@ -579,54 +587,123 @@ class ReliableFetch(_ChannelBase):
         # kombu calls this from basic_consume and _basic_cancel, once the queues have changed.
         cast(Any, super())._update_queue_cycle()
         wanted = self._keyspace_channels()
-        if self._waker is None:
+        if self._keyspace is None:
             if not wanted:
                 return
-            self._waker = KeyspaceWaker(self.pool, float(self.health_check_interval or 0))
-            # A channel nobody closes (Celery's app.close() only drops its pool) stops it too.
-            weakref.finalize(self, self._waker.stop)
-        self._waker.watch(wanted)
+            # The async pool: kombu's event loop unregisters its sockets on disconnect. It holds
+            # the channel, so the subscription lives exactly as long as the channel does; a
+            # channel nobody closes (Celery's app.close() only drops its pool) is collected with
+            # its subscription, whose PubSub closes its connection then (redis-py's __del__).
+            self._keyspace = KeyspaceSubscription(
+                self.async_pool, float(self.health_check_interval or 0)
+            )
+        self._keyspace.watch(wanted)
 
-    def _keyspace_channels(self) -> dict[bytes, str]:
+    def _keyspace_channels(self) -> set[bytes]:
         db = self.pool.connection_kwargs.get("db", 0)
         prefix = self.global_keyprefix
         return {
-            f"__keyspace@{db}__:{prefix}{self._q_for_pri(queue, pri)}".encode(): prefix
-            + self.wake_key(queue)
+            f"__keyspace@{db}__:{prefix}{self._q_for_pri(queue, pri)}".encode()
             for queue in self.active_queues
             for pri in self.priority_steps
         }
 
     def close(self) -> None:
-        waker = self._waker
-        if waker is not None:
-            waker.stop()  # before kombu closes the pool under its connection
+        if self._keyspace is not None:
+            self._keyspace.close()
         super().close()
-        if waker is not None:
-            waker.join(JOIN_SECONDS)
 
-    def _purge(self, queue: str) -> int:
-        size: int = super()._purge(queue)
-        with self.conn_or_acquire() as client:
-            client.delete(self.wake_key(queue))
-        return size
+    def _poll_error(self, type: str, **options: object) -> None:
+        if type == KEYSPACE:  # the subscription's socket reported an error: read() meets it
+            self._keyspace_read()
+        else:
+            cast(Any, super())._poll_error(type, **options)
 
-    def _delete(self, queue: str, *args: object, **kwargs: object) -> None:
-        super()._delete(queue, *args, **kwargs)
-        with self.conn_or_acquire(client=kwargs.get("client")) as client:
-            client.delete(self.wake_key(queue))
+    # Wake-ups (module docstring). The poller calls _keyspace_read when the subscription's
+    # socket is readable, and _keyspace_tick on every poll start.
+
+    def _keyspace_read(self) -> None:
+        subscription = self._keyspace
+        if subscription is None or not subscription.read():
+            raise Empty()
+        if self._poll_state != _WAIT:
+            self._woken = True  # a fetch on the wire may have run before the push: fetch again
+            raise Empty()
+        # The poll connection waits on the wake list: fetch on a connection of our own now, and
+        # again while that finds messages (a burst), up to ASIDE_MAX, so that the event loop's
+        # timers still run between bursts.
+        delivered = 0
+        while True:
+            if delivered == ASIDE_MAX or self._closing or not self.qos.can_consume():
+                self._woken = True  # more may be queued: _keyspace_tick ends the wait
+                break
+            if not self._fetch_aside():
+                break  # every queue empty: the wait goes on
+            delivered += 1
+        if not delivered:
+            raise Empty()
+
+    def _keyspace_tick(self) -> None:
+        if self._keyspace is not None:
+            self._keyspace.tick()
+        if (
+            self._woken
+            and self._poll_state == _WAIT
+            and not self._closing
+            and self.qos.can_consume()
+        ):
+            self._wake_the_wait()
+
+    def _fetch_aside(self) -> bool:
+        """One FETCH, answered at once, beside the poll connection's wait: whether it delivered."""
+        if self._side is None:
+            self._side = redis.Redis(connection_pool=self.pool)
+        keys = self._plan()
+        if not keys:
+            return False
+        try:
+            reply = cast(Any, self._side).execute_command(*self._fetch_command(keys))
+        except redis.RedisError as exc:
+            # What the script took with a lost reply is in unacked: the sweep or the visibility
+            # timeout gives it back. The poll goes on as if nothing had woken it.
+            logger.warning("rcbundle.transport: a fetch on waking failed (%s: %s)",
+                           type(exc).__name__, exc)  # fmt: skip
+            return False
+        if not reply:
+            return False
+        self._take(keys, reply)
+        return True
+
+    def _wake_the_wait(self) -> None:
+        """End this channel's BRPOP at once: a token on its own wake list."""
+        self._woken = False
+        if self._side is None:
+            self._side = redis.Redis(connection_pool=self.pool)
+        key = self.global_keyprefix + self.wake_key
+        try:
+            with self._side.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, "1")
+                pipe.pexpire(key, WAKE_TTL_MS)
+                pipe.execute()
+        except redis.RedisError as exc:  # a full noeviction broker, say: the wait times out
+            logger.debug("rcbundle.transport: no wake token (%s)", exc)
 
     # A poll runs FETCH on the poll connection; when every queue is empty, it goes on to BRPOP on
-    # the wake lists until a token or the timeout. kombu's poller then starts the next poll.
+    # the channel's wake list until a token or the timeout. kombu's poller then starts the next
+    # poll.
 
-    def _brpop_start(self, timeout: float | None = None) -> None:
+    def _plan(self) -> list[tuple[str, str]]:
+        """(key, queue) for every queue consumed, in consuming order, and each priority step."""
         queues = self._queue_cycle.consume(len(self.active_queues))
-        if not queues:
-            return
-        self._poll_queues = list(queues)
-        self._poll_keys = [
+        return [
             (self._q_for_pri(queue, pri), queue) for pri in self.priority_steps for queue in queues
         ]
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        keys = self._plan()
+        if not keys:
+            return
+        self._poll_keys = keys
         self._send_fetch()
 
     def _send(self, state: str, *command: object) -> None:
@@ -637,27 +714,41 @@ class ReliableFetch(_ChannelBase):
         self._brpop_sent_at = monotonic()
         self.client.connection.send_command(*command)
 
-    def _send_fetch(self) -> None:
+    def _fetch_command(self, keys: list[tuple[str, str]]) -> list[object]:
         prefix = self.global_keyprefix
-        keys = [key for key, _ in self._poll_keys]
-        keys += [self.unacked_key, self.unacked_index_key, self.unacked_owner_key]
-        keys += [self.wake_key(queue) for queue in self._poll_queues]
-        record = ["0" if queue in self._noack_queues else "1" for _, queue in self._poll_keys]
-        now = f"{time():.6f}"
-        self._send(
-            _FETCH, "EVAL", FETCH, len(keys), *[prefix + key for key in keys],
-            now, len(self._poll_keys), self.owner, *record,
-        )  # fmt: skip
+        names = [key for key, _ in keys]
+        names += [self.unacked_key, self.unacked_index_key, self.unacked_owner_key, self.wake_key]
+        record = ["0" if queue in self._noack_queues else "1" for _, queue in keys]
+        return [
+            "EVAL", FETCH, len(names), *[prefix + name for name in names],
+            f"{time():.6f}", len(keys), self.owner, *record,
+        ]  # fmt: skip
+
+    def _send_fetch(self) -> None:
+        self._woken = False  # this fetch sees every push announced so far
+        self._send(_FETCH, *self._fetch_command(self._poll_keys))
 
     def _send_wait(self) -> None:
-        wakes = [self.global_keyprefix + self.wake_key(queue) for queue in self._poll_queues]
-        self._send(_WAIT, "BRPOP", *wakes, self.brpop_timeout or 1)
+        self._send(_WAIT, "BRPOP", self.global_keyprefix + self.wake_key, self.brpop_timeout or 1)
 
     def _end_poll(self) -> None:
         self._poll_state = None
         self._in_poll = None
         # The connection is idle now: kombu's moment to send a pending re-auth token.
         self._flush_brpop_reauth()
+
+    def _take(self, keys: list[tuple[str, str]], reply: list[Any]) -> None:
+        """Deliver what FETCH returned: [index into keys, the message]."""
+        index, item = reply
+        _, queue = keys[int(index) - 1]
+        self._queue_cycle.rotate(queue)
+        message = loads(bytes_to_str(item))
+        if queue not in self._noack_queues:
+            tag = message["properties"]["delivery_tag"]
+            self.fetched_tags.add(tag)
+            if self.owner:
+                _held.setdefault(self.owner, set()).add(tag)
+        self.connection._deliver(message, queue)
 
     def _brpop_read(self, **options: object) -> bool:
         state = self._poll_state
@@ -674,19 +765,13 @@ class ReliableFetch(_ChannelBase):
             raise
         if state == _FETCH and reply:
             self._end_poll()
-            index, item = reply
-            _, queue = self._poll_keys[int(index) - 1]
-            self._queue_cycle.rotate(queue)
-            message = loads(bytes_to_str(item))
-            if queue not in self._noack_queues:
-                tag = message["properties"]["delivery_tag"]
-                self.fetched_tags.add(tag)
-                if self.owner:
-                    _held.setdefault(self.owner, set()).add(tag)
-            self.connection._deliver(message, queue)
+            self._take(self._poll_keys, reply)
             return True
         if state == _FETCH and not self._closing and self.qos.can_consume():
-            self._send_wait()  # every queue empty
+            if self._woken:
+                self._send_fetch()  # a push announced while the fetch was on the wire
+            else:
+                self._send_wait()  # every queue empty
         else:
             # A token, or the wait timed out: the next poll fetches again, from the queues
             # consumed by then (a consumer added or cancelled meanwhile counts).
@@ -708,9 +793,62 @@ else:
     _TransportBase = object
 
 
+class Poller(kombu_redis.MultiChannelPoller):
+    """kombu's poller, which also polls each channel's keyspace subscription (type KEYSPACE)."""
+
+    # kombu's own, which its type stubs (celery-types) leave out.
+    _channels: set[Any]
+    _chan_to_sock: dict[tuple[Any, Any, str], socket.socket]
+    _fd_to_chan: dict[int, tuple[Any, str]]
+
+    def on_poll_start(self) -> None:
+        super().on_poll_start()
+        for channel in list(self._channels):
+            if isinstance(channel, ReliableFetch):
+                channel._keyspace_tick()
+                self._register_keyspace(channel)
+
+    def _register_keyspace(self, channel: ReliableFetch) -> None:
+        """Poll the subscription's current socket, and forget any earlier one of it.
+
+        In an event loop kombu's own disconnect hook has already unregistered a socket that
+        went (it matches the registration's pubsub.connection); without one (drain_events) a
+        closed socket has left epoll on its own, and only the maps are cleaned here.
+        """
+        subscription = channel._keyspace
+        pubsub = subscription.pubsub if subscription is not None else None
+        sock = subscription.socket if subscription is not None else None
+        ident = (channel, pubsub, KEYSPACE)
+        for key, registered in list(self._chan_to_sock.items()):
+            if (
+                key[0] is channel
+                and key[2] == KEYSPACE
+                and (key != ident or registered is not sock)
+            ):
+                del self._chan_to_sock[key]
+        fileno = sock.fileno() if sock is not None else None
+        for fd, chan_type in list(self._fd_to_chan.items()):
+            if chan_type == (channel, KEYSPACE) and fd != fileno:
+                del self._fd_to_chan[fd]
+        if sock is not None and fileno is not None and ident not in self._chan_to_sock:
+            self._fd_to_chan[fileno] = (channel, KEYSPACE)
+            self._chan_to_sock[ident] = sock
+            self.poller.register(sock, self.eventflags)
+
+    def on_readable(self, fileno: int) -> None:
+        chan_type = self._fd_to_chan.get(fileno)
+        if chan_type is not None and chan_type[1] == KEYSPACE:
+            # Whether or not the channel can take a message now: unread, the socket would stay
+            # readable and spin the loop (kombu reads only BRPOP and LISTEN sockets then).
+            chan_type[0].handlers[KEYSPACE]()
+            return
+        super().on_readable(fileno)
+
+
 class PollWithoutSleep(_TransportBase):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
+        self.cycle = Poller()  # before any channel: kombu's MultiChannelPoller, which it extends
         # kombu has made the polling_interval option the BRPOP timeout (brpop_timeout). Its
         # drain_events would also sleep that long after each poll that delivers nothing, and a
         # poll here ends so after every wait (an empty fetch, a token): the wait is the pause.

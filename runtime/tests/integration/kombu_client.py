@@ -15,7 +15,6 @@ from testkit.loopback import RedisServer
 
 PREFIX = "brokertest:"
 DB = 3  # apart from the session worker's databases
-SEP = "\x06\x16"
 RELIABLE = "rcbundle.transport:Transport"
 STOCK = "kombu.transport.redis:Transport"
 # A BRPOP timeout no test waits for: a message that arrives sooner was woken by a notification.
@@ -46,10 +45,6 @@ def keep(into: list[Message]) -> Callable[[object, Message], None]:
         into.append(message)
 
     return callback
-
-
-def wake_key(of: Queue) -> str:
-    return f"{PREFIX}{of.name}{SEP}wake"
 
 
 def keyspace_channel(key: str, db: int = DB) -> str:

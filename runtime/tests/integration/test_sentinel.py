@@ -2,6 +2,7 @@
 the same fetch, wake-ups and ownership as the plain transport, and a subscriber that follows
 the master when Sentinel fails over."""
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -176,14 +177,16 @@ def test_the_subscriber_follows_the_master_when_sentinel_fails_over(tmp_path: Pa
                     lambda: _master_port(sentinel) == second.port,
                     FAILOVER_SECONDS,
                 )
-                wait_for(
-                    "the subscriber on the new master",
-                    lambda: subscribers(new, followed.name, DB) == 1,
-                    10,
-                )
                 # kombu's own recovery of the consumer's poll connection (the old master ends
                 # its BRPOP, then refuses the fetch's writes): it reconnects through Sentinel.
+                # The subscription, checked on the poll's health check interval, moves too.
                 _drain_until_idle_on(conn, channel, second.port)
+                wait_for(
+                    "the subscriber on the new master",
+                    lambda: _polled(conn) and subscribers(new, followed.name, DB) == 1,
+                    10,
+                )
+                assert subscribers(old, followed.name, DB) == 0
                 with publish_later(
                     setup.url, followed, "after", 0.3, STOCK_SENTINEL, master_name=MASTER
                 ) as published:
@@ -210,6 +213,13 @@ def _replicas(sentinel: redis.Redis) -> bool:
 def _master_port(sentinel: redis.Redis) -> int:
     address: Any = sentinel.sentinel_get_master_addr_by_name(MASTER)
     return int(address[1]) if address else 0
+
+
+def _polled(conn: Connection) -> bool:
+    """One short poll (the subscription's health check and master check run in it)."""
+    with contextlib.suppress(TimeoutError, redis.ConnectionError, redis.ResponseError):
+        conn.drain_events(timeout=0.2)
+    return True
 
 
 def _drain_until_idle_on(conn: Connection, channel: transport.SentinelChannel, port: int) -> None:

@@ -7,8 +7,12 @@ is thrown away unread with the connection (what a network cut does to a waiting 
 
 import functools
 import gc
+import select
+import socket
 import time
+import weakref
 from collections.abc import Iterator
+from queue import Empty
 
 import pytest
 import redis
@@ -31,7 +35,6 @@ from tests.integration.kombu_client import (
     subscribers,
     wait_for,
     wait_readable,
-    wake_key,
 )
 
 pytestmark = pytest.mark.integration
@@ -94,9 +97,11 @@ def test_producers_push_no_token_acks_clear_the_record_and_an_empty_fetch_clears
     redis_server: RedisServer, admin: redis.Redis
 ) -> None:
     acked = queue("acked")
-    wake = wake_key(acked)
     received: list[Message] = []
     with connect(redis_url(redis_server), RELIABLE) as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, transport.ReliableFetch)
+        wake = PREFIX + channel.wake_key  # the channel's own, which only the channel pushes to
         for body in ("one", "two"):
             publish(conn, acked, body)
         assert admin.exists(wake) == 0  # our producers publish as kombu's do
@@ -172,23 +177,34 @@ def test_a_stock_producers_message_wakes_an_idle_consumer_at_once(
     assert admin.hlen(PREFIX + "unacked") == 0
 
 
-def test_tokens_nobody_waits_for_are_capped(redis_server: RedisServer, admin: redis.Redis) -> None:
-    # A consumer that does not poll (busy) pops no token; a burst must not pile one up per
-    # message on a noeviction broker.
+def test_a_burst_to_an_idle_consumer_is_delivered_at_once_beyond_one_wake_up(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    # An event wakes the idle consumer, which fetches on a connection of its own while it finds
+    # messages, up to ASIDE_MAX in a row; what is left ends its wait, and the poll fetches on.
     burst = queue("burst")
+    count = 3 * transport.ASIDE_MAX + 5
     url = redis_url(redis_server)
+    received: list[Message] = []
     with (
         connect(url, RELIABLE, polling_interval=LONG_POLL) as conn,
-        Consumer(conn, queues=[burst], accept=["json"]),
-        connect(url, STOCK) as producer,
+        Consumer(conn, queues=[burst], accept=["json"], callbacks=[keep(received)]),
     ):
         wait_for("the subscriber", lambda: subscribers(admin, burst.name) == 1)
-        for i in range(transport.WAKE_TOKENS_MAX + 50):
-            publish(producer, burst, f"burst {i}")
-        wait_for("the tokens", lambda: admin.llen(wake_key(burst)) >= transport.WAKE_TOKENS_MAX)
-        time.sleep(0.5)  # the subscriber has seen the last events
-        assert admin.llen(wake_key(burst)) == transport.WAKE_TOKENS_MAX
-        assert admin.llen(PREFIX + burst.name) == transport.WAKE_TOKENS_MAX + 50
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.5)  # idle: waiting on its wake list
+        with connect(url, STOCK) as producer:
+            started = time.monotonic()
+            for i in range(count):
+                publish(producer, burst, f"burst {i}")
+        while len(received) < count:
+            assert time.monotonic() - started < WOKEN_WITHIN, f"{len(received)} of {count}"
+            conn.drain_events(timeout=LONG_POLL / 2)
+        assert sorted(m.payload for m in received) == sorted(f"burst {i}" for i in range(count))
+        for message in received:
+            message.ack()
+    assert admin.hlen(PREFIX + "unacked") == 0
+    assert admin.llen(PREFIX + burst.name) == 0
 
 
 def test_without_notifications_a_consumer_still_receives_within_its_polling_interval(
@@ -212,32 +228,50 @@ def test_without_notifications_a_consumer_still_receives_within_its_polling_inte
         received[0].ack()
 
 
-def test_a_message_published_between_an_empty_fetch_and_its_wait_is_not_missed(
+def test_a_message_published_while_an_empty_fetch_is_on_the_wire_is_fetched_again_at_once(
     redis_server: RedisServer, admin: redis.Redis
 ) -> None:
-    # The race: FETCH finds every queue empty (and deletes the tokens); before the consumer has
-    # read that reply and sent its BRPOP, a message is published and its token pushed. The
-    # BRPOP must then end at once on that token, not after the polling interval.
+    # The race: FETCH finds every queue empty; before the consumer has read that reply (and
+    # would wait), a message is published and announced. The consumer must fetch again at once,
+    # not wait out its polling interval.
     raced = queue("raced")
-    wake = wake_key(raced)
     url = redis_url(redis_server)
     received: list[Message] = []
     with connect(url, RELIABLE, polling_interval=LONG_POLL) as conn:
         channel = conn.default_channel
+        assert isinstance(channel, transport.ReliableFetch)
         with Consumer(channel, queues=[raced], accept=["json"], callbacks=[keep(received)]):
             wait_for("the subscriber", lambda: subscribers(admin, raced.name) == 1)
-            wait_for("the subscription's own token", lambda: admin.llen(wake) >= 1)
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=0.5)  # the confirmation read; idle since
+            assert not channel._woken
+            # End that wait, then send the next FETCH and let it run, its reply unread.
+            assert channel._poll_state == "wait"
+            admin.lpush(PREFIX + channel.wake_key, "1")
+            wait_readable(channel)
+            with pytest.raises(Empty):
+                channel._brpop_read()  # the token: the poll ends
             conn.transport.cycle.on_poll_start()  # type: ignore[attr-defined]  # sends FETCH
-            wait_readable(channel)  # FETCH ran: nothing to take, tokens deleted
-            assert admin.exists(wake) == 0
+            assert channel._poll_state == "fetch"
+            wait_readable(channel)  # FETCH ran: nothing to take
             with connect(url, STOCK) as producer:
                 publish(producer, raced, "in between")
-            wait_for("the notification's token", lambda: admin.llen(wake) == 1)
+            subscription = channel._keyspace
+            assert subscription is not None
+            assert subscription.socket is not None
+            wait_for("the notification", lambda: _readable(subscription.socket))
+            with pytest.raises(Empty):
+                channel.handlers[transport.KEYSPACE]()  # the event, read before the reply
+            assert channel._woken
             started = time.monotonic()
-            conn.drain_events(timeout=LONG_POLL / 2)  # reads the empty FETCH, then waits
+            conn.drain_events(timeout=LONG_POLL / 2)  # the empty FETCH's reply, a FETCH again
             assert [m.payload for m in received] == ["in between"]
             assert time.monotonic() - started < WOKEN_WITHIN
             received[0].ack()
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    return sock is not None and bool(select.select([sock], [], [], 0)[0])
 
 
 def test_the_subscriber_follows_the_queues_consumed_and_ends_with_the_channel(
@@ -271,10 +305,10 @@ def test_the_subscriber_follows_the_queues_consumed_and_ends_with_the_channel(
         assert [m.payload for m in received] == ["to the queue added"]
         assert arrived - published[0] < WOKEN_WITHIN
         received[0].ack()
-        waker = channel._waker
-        assert waker is not None
-        assert waker.running
-    assert not waker.running
+        subscription = channel._keyspace
+        assert subscription is not None
+        assert subscription.pubsub is not None
+    assert subscription.pubsub is None
     assert subscribers(admin, second.name) == 0
 
 
@@ -298,6 +332,8 @@ def test_the_subscriber_reconnects_and_wakes_for_what_came_while_it_was_away(
             # made stay authenticated): the subscriber is away and retrying.
             admin.config_set("requirepass", redis_server.password + "-changed")
             assert admin.client_kill_filter(_type="pubsub") >= 1
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=0.5)  # the subscriber sees its connection go
             # The message arrives unannounced: nobody is subscribed.
             admin.lmove(PREFIX + scratch.name, PREFIX + again.name, "RIGHT", "LEFT")
             time.sleep(0.5)
@@ -305,9 +341,12 @@ def test_the_subscriber_reconnects_and_wakes_for_what_came_while_it_was_away(
             assert subscribers(admin, again.name) == 0
         finally:
             admin.config_set("requirepass", redis_server.password)
-        # Back, the subscription it confirms wakes the consumer, which fetches.
+        # Back (after its backoff), the subscription it confirms wakes the consumer, which
+        # fetches: nothing else has happened since the message came (nobody polled).
+        back = time.monotonic()
         conn.drain_events(timeout=LONG_POLL / 2)
         assert [m.payload for m in received] == ["while away"]
+        assert time.monotonic() - back < WOKEN_WITHIN
         assert subscribers(admin, again.name) == 1
         received[0].ack()
         with publish_later(url, again, "after", delay=0.3) as published:
@@ -333,19 +372,21 @@ def test_the_subscriber_ends_when_nothing_is_consumed_and_when_its_channel_is_dr
     assert isinstance(channel, transport.Channel)
     consumer = Consumer(channel, queues=[replies], accept=["json"], no_ack=True)
     consumer.consume()
-    waker = channel._waker
-    assert waker is not None
+    assert channel._keyspace is not None
     wait_for("the subscriber", lambda: subscribers(admin, replies.name) == 1)
     consumer.cancel()
-    wait_for("the subscriber retired", lambda: not waker.running)
-    assert subscribers(admin, replies.name) == 0
+    assert channel._keyspace.pubsub is None  # no connection is kept for nothing
+    wait_for("the subscriber retired", lambda: subscribers(admin, replies.name) == 0)
     consumer.consume()
-    assert waker.running
+    assert channel._keyspace.pubsub is not None
     wait_for("the subscriber again", lambda: subscribers(admin, replies.name) == 1)
+    dropped = weakref.ref(channel)
     del channel, consumer, conn
     gc.collect()
-    wait_for("the dropped channel's subscriber ended", lambda: not waker.running)
-    assert subscribers(admin, replies.name) == 0
+    assert dropped() is None  # nothing of the subscription's keeps its channel alive
+    wait_for(
+        "the dropped channel's subscriber ended", lambda: subscribers(admin, replies.name) == 0
+    )
 
 
 @pytest.mark.parametrize("granted", [True, False], ids=["channels-granted", "channels-refused"])
