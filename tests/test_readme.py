@@ -9,6 +9,12 @@ import sys
 from conftest import REPO, ROLES
 
 
+def section(readme: str, heading: str) -> str:
+    """The text under a heading of README.md, up to the next heading of any level."""
+    body = readme.split(f" {heading}\n", 1)[1]
+    return re.split(r"\n#{1,6} ", body, maxsplit=1)[0]
+
+
 def check_script(name: str) -> None:
     """scripts/NAME --check: it exits 0, or says what in README.md is out of date."""
     proc = subprocess.run(
@@ -39,7 +45,7 @@ def test_readme_names_the_two_commands() -> None:
 
 def test_security_table_names_tests_that_exist() -> None:
     readme = (REPO / "README.md").read_text()
-    table = readme.split("### Security checks", 1)[1].split("\n## ", 1)[0]
+    table = section(readme, "Security checks")
     named = re.findall(r"`(test_\w+\.py)(?:::(test_\w+))?`", table)
     assert len(named) >= 15
     for module, test in named:
@@ -49,7 +55,7 @@ def test_security_table_names_tests_that_exist() -> None:
 
 def test_readme_says_why_each_pinned_tool_is_there() -> None:
     readme = (REPO / "README.md").read_text()
-    table = readme.split("## Dependencies and why", 1)[1].split("\n## ", 1)[0]
+    table = section(readme, "Dependencies and why")
     listed = {cell.strip(" `") for row in table.splitlines() if row.startswith("| ")
               for cell in re.split(r"[,|]", row.split("|")[1])}  # fmt: skip
     pins = (REPO / "requirements/controller.in").read_text().splitlines()
@@ -62,8 +68,7 @@ def test_readme_says_why_each_pinned_tool_is_there() -> None:
 
 def test_readme_says_why_each_debian_package_is_there() -> None:
     readme = (REPO / "README.md").read_text()
-    section = readme.split("## Dependencies and why", 1)[1].split("\n## ", 1)[0]
-    said = section.split("On this machine, from Debian", 1)[1].split("On the hosts", 1)[0]
+    said = section(readme, "Dependencies and why").split("On this machine, from Debian", 1)[1].split("On the hosts", 1)[0]
     bootstrap = (REPO / "scripts/bootstrap.sh").read_text()
     packages = re.search(r"^packages=\(([^)]*)\)", bootstrap, re.M)
     assert packages, "scripts/bootstrap.sh no longer lists its packages as packages=(...)"
