@@ -68,7 +68,8 @@ def test_readme_says_why_each_pinned_tool_is_there() -> None:
 
 def test_readme_says_why_each_debian_package_is_there() -> None:
     readme = (REPO / "README.md").read_text()
-    said = section(readme, "Dependencies and why").split("On this machine, from Debian", 1)[1].split("On the hosts", 1)[0]
+    deps = section(readme, "Dependencies and why")
+    said = deps.split("On this machine, from Debian", 1)[1].split("On the hosts", 1)[0]
     bootstrap = (REPO / "scripts/bootstrap.sh").read_text()
     packages = re.search(r"^packages=\(([^)]*)\)", bootstrap, re.M)
     assert packages, "scripts/bootstrap.sh no longer lists its packages as packages=(...)"
