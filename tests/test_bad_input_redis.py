@@ -31,6 +31,11 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["redis_maxmemory_mb", "RAM", "leave it unset"],
     ),
     (
+        "maxmemory 0 for derived",
+        {"redis_maxmemory_mb": 0},
+        ["redis_maxmemory_mb is 0", "no limit at all", "leave redis_maxmemory_mb unset"],
+    ),
+    (
         "TLS on without certificates",
         {"redis_tls": True, "redis_tls_source": "files"},
         ["redis_tls_cert_file", "redis_tls_key_file", "redis_tls_source: bundle"],

@@ -139,7 +139,10 @@ def test_odd_input_passes_through_for_validation_to_refuse() -> None:
 
 
 def test_only_null_derives_the_stop_timeout() -> None:
-    instances = [{"name": "derived", "timeout_stop_sec": None}, {"name": "zero", "timeout_stop_sec": 0}]
+    instances: list[dict[str, Any]] = [
+        {"name": "derived", "timeout_stop_sec": None},
+        {"name": "zero", "timeout_stop_sec": 0},
+    ]
     nodes = celery_worker_topology.celery_worker_topology(
         instances, DEFAULTS | {"timeout_stop_sec": None, "time_limit": 600}, 1
     )
@@ -147,9 +150,8 @@ def test_only_null_derives_the_stop_timeout() -> None:
     # to refuse (it is not another spelling of unset).
     assert [(n["name"], n["timeout_stop_sec"]) for n in nodes] == [("derived", 640), ("zero", 0)]
     host_zero = DEFAULTS | {"timeout_stop_sec": 0}
-    assert celery_worker_topology.celery_worker_topology([{"name": "a"}], host_zero, 1)[0][
-        "timeout_stop_sec"
-    ] == 0
+    (only,) = celery_worker_topology.celery_worker_topology([{"name": "a"}], host_zero, 1)
+    assert only["timeout_stop_sec"] == 0
 
 
 def test_missing_defaults_are_named() -> None:

@@ -152,9 +152,11 @@ def bundle_queue_name_errors(queues: object, variable: str) -> list[str]:
 
 
 POOLS = (None, "prefork", "threads", "solo")
-# A variable whose unset value (null) derives it, and what it is derived from: 0 is not
-# another way to say so, since it reads as a value (a port 0, a stop timeout of 0 seconds).
+# A variable whose unset value (null) derives it, and what it is derived from: 0 (or an
+# empty string) is not another way to say so, since it reads as a value (a port 0, a stop
+# timeout of 0 seconds).
 DERIVED_WHEN_UNSET = {
+    "celery_worker_redis_result_host": "use celery_worker_redis_host",
     "celery_worker_redis_result_port": "use celery_worker_redis_port",
     "celery_worker_timeout_stop_sec": (
         "derive it from celery_worker_time_limit, celery_worker_soft_shutdown_timeout and"
@@ -165,9 +167,9 @@ DERIVED_WHEN_UNSET = {
 SERIAL_PERCENT = re.compile(r"([0-9]+)%")
 
 
-def _zero_given(name: str) -> str:
+def _zero_given(name: str, shown: str = "0") -> str:
     return (
-        f"{name} is 0, which is not how the bundle says 'derive it': leave {name} unset"
+        f"{name} is {shown}, which is not how the bundle says 'derive it': leave {name} unset"
         f" (remove it, or set it to null) to {DERIVED_WHEN_UNSET[name]}."
     )
 
@@ -248,6 +250,8 @@ def settings_errors(v: Mapping[str, Any]) -> list[str]:
         )
     if not _port(port):
         errors.append(f"celery_worker_redis_port must be between 1 and 65535 (got {port}).")
+    if v.get("celery_worker_redis_result_host") == "":
+        errors.append(_zero_given("celery_worker_redis_result_host", "empty"))
     if result_port == 0 and _number(result_port) is not None:
         errors.append(_zero_given("celery_worker_redis_result_port"))
     elif result_port is not None and not _port(result_port):
