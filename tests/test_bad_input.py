@@ -46,7 +46,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], int, list[str]]] = [
         {"redis_maxmemory_mb": 10**9},
         {},
         0,
-        ["redis_maxmemory_mb", "RAM", "set 0"],
+        ["redis_maxmemory_mb", "RAM", "leave it unset"],
     ),
     (
         "unknown persistence",

@@ -28,7 +28,12 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "maxmemory larger than the host's RAM",
         {"redis_maxmemory_mb": 10**8},
-        ["redis_maxmemory_mb", "RAM", "set 0"],
+        ["redis_maxmemory_mb", "RAM", "leave it unset"],
+    ),
+    (
+        "maxmemory 0 for derived",
+        {"redis_maxmemory_mb": 0},
+        ["redis_maxmemory_mb is 0", "no limit at all", "leave redis_maxmemory_mb unset"],
     ),
     (
         "TLS on without certificates",
@@ -110,9 +115,9 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         "broker and results instances larger than the host's RAM together",
         {
             "redis_results_instance": True,
-            "redis_maxmemory_mb": 0,
+            "redis_maxmemory_mb": None,
             "redis_maxmemory_percent": 80,
-            "redis_results_maxmemory_mb": 0,
+            "redis_results_maxmemory_mb": None,
             "redis_results_maxmemory_percent": 30,
         },
         ["redis_results_maxmemory_mb", "not below this host's RAM", "Lower one of them"],

@@ -89,6 +89,21 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["celery_worker_instances entry cpu", "too short for the time limit", "610"],
     ),
     (
+        "TimeoutStopSec 0 for derived",
+        {"celery_worker_timeout_stop_sec": 0},
+        ["celery_worker_timeout_stop_sec is 0", "leave celery_worker_timeout_stop_sec unset"],
+    ),
+    (
+        "result port 0 for the broker's",
+        {"celery_worker_redis_result_port": 0},
+        ["celery_worker_redis_result_port is 0", "leave celery_worker_redis_result_port unset"],
+    ),
+    (
+        "serial of no hosts",
+        {"celery_worker_serial": "0%"},
+        ["celery_worker_serial must be a number of hosts", "(got '0%')"],
+    ),
+    (
         "solo pool with concurrency",
         {"celery_worker_instances": [{"name": "one", "pool": "solo", "concurrency": 4}]},
         ["celery_worker_instances entry one", "solo pool"],
@@ -139,6 +154,15 @@ def test_bad_worker_input_is_refused(
 ) -> None:
     proc = run_validation(write_inventory(tmp_path, {}, SERVES_ALL | worker_vars, 0))
     assert_refused(proc, expected)
+
+
+@pytest.mark.parametrize(
+    "serial", ["celery_worker_serial=2", '{"celery_worker_serial": [1, "50%"]}']
+)
+def test_serial_forms_pass(tmp_path: Path, serial: str) -> None:
+    # -e name=value gives the string "2", which the play's serial takes as a number.
+    proc = run_validation(write_inventory(tmp_path, {}, SERVES_ALL, 0), "-e", serial)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def fleet_inventory(

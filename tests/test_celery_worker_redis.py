@@ -34,7 +34,7 @@ def test_a_server_at_the_redis_roles_defaults() -> None:
     assert derived({"redis_password": "pw"}) == {
         "host": "cache-a.example.internal",
         "port": 6379,
-        "result_port": 0,
+        "result_port": None,
         "broker_db": 0,
         "username": "",
         "password": "pw",

@@ -138,6 +138,22 @@ def test_odd_input_passes_through_for_validation_to_refuse() -> None:
     ]
 
 
+def test_only_null_derives_the_stop_timeout() -> None:
+    instances: list[dict[str, Any]] = [
+        {"name": "derived", "timeout_stop_sec": None},
+        {"name": "zero", "timeout_stop_sec": 0},
+    ]
+    nodes = celery_worker_topology.celery_worker_topology(
+        instances, DEFAULTS | {"timeout_stop_sec": None, "time_limit": 600}, 1
+    )
+    # Null: hard time limit 600 + soft shutdown 10 + margin 30. 0 stays 0, for validation
+    # to refuse (it is not another spelling of unset).
+    assert [(n["name"], n["timeout_stop_sec"]) for n in nodes] == [("derived", 640), ("zero", 0)]
+    host_zero = DEFAULTS | {"timeout_stop_sec": 0}
+    (only,) = celery_worker_topology.celery_worker_topology([{"name": "a"}], host_zero, 1)
+    assert only["timeout_stop_sec"] == 0
+
+
 def test_missing_defaults_are_named() -> None:
     with pytest.raises(KeyError, match="stop_margin"):
         celery_worker_topology.celery_worker_topology(

@@ -527,7 +527,7 @@ NODE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         [
             ENTRY + "TimeoutStopSec 340 (celery_worker_timeout_stop_sec) is too short for the time"
             " limit: it must exceed time_limit plus celery_worker_soft_shutdown_timeout (340), or a"
-            " stop kills running tasks. Set 0 to derive it."
+            " stop kills running tasks. Leave it unset to derive it."
         ],
     ),
 ]

@@ -16,6 +16,13 @@ A case is host variables (over the role's defaults) and the host's vCPU fact (No
 fact). Some are odd on purpose (nodes 0, a solo pool with concurrency 3, node names that
 collide, nulls): tasks/validate.yml refuses those from the derived output, so the output
 must stay the same for them too. A case whose rendering failed is frozen as its error.
+
+A timeout_stop_sec of 0 meant "derive it" until null became the one spelling of unset;
+the filter now passes 0 through for tasks/validate.yml to refuse. Its cases went: the two
+instance cases were dropped, and the two host cases were set to null, keeping their frozen
+rows, since the Jinja program renders null exactly as it rendered 0 there (checked by
+re-rendering 705a43b's program: every column the same but the queues, which today's
+defaults derive differently for every case). test_celery_worker_topology.py tests 0 itself.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ INSTANCE_VALUES: dict[str, list[Any]] = {
     "prefetch_multiplier": [4, None],
     "soft_time_limit": [50, None],
     "time_limit": [60, None],
-    "timeout_stop_sec": [0, 999, None],
+    "timeout_stop_sec": [999, None],
     "max_tasks_per_child": [50, 0, None],
     "max_memory_per_child_kb": [200000, 0, None],
     "memory_max": ["2G", None],
@@ -114,7 +121,7 @@ def _cases() -> list[Case]:
         {"celery_worker_max_tasks_per_child": 100, "celery_worker_pool": "solo"},
         {"celery_worker_pool": "threads", "celery_worker_io_concurrency_multiplier": 8},
         {"celery_worker_timeout_stop_sec": 500},
-        {"celery_worker_timeout_stop_sec": 0, "celery_worker_time_limit": 600},
+        {"celery_worker_timeout_stop_sec": None, "celery_worker_time_limit": 600},
         {"celery_worker_soft_shutdown_timeout": 0, "celery_worker_stop_margin": 0},
         {"celery_worker_queues": ["a", "b"], "celery_worker_prefetch_multiplier": 3},
         {"celery_worker_memory_max": "2G", "celery_worker_soft_time_limit": 20},

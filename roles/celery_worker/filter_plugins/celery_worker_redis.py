@@ -57,7 +57,7 @@ SETTINGS: dict[str, Callable[[_Server, str], object]] = {
     "host": lambda server, name: name,
     "port": lambda server, name: server["redis_port"],
     "result_port": lambda server, name: (
-        server["redis_results_port"] if server["redis_results_instance"] else 0
+        server["redis_results_port"] if server["redis_results_instance"] else None
     ),
     "broker_db": lambda server, name: server["redis_acl_celery_broker_db"],
     "username": lambda server, name: server["redis_acl_celery_user"] if server.acl else "",

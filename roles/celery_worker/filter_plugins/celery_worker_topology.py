@@ -76,7 +76,8 @@ def celery_worker_topology(
     An instance key that is present overrides its default even when it is null, as
     Jinja's ``default`` filter does, except for ``nodes`` and ``concurrency``, where null
     means unset: a null ``pool`` is derived from the kind whatever the host-wide pool, and
-    a null ``timeout_stop_sec`` is derived from the time limit.
+    a null ``timeout_stop_sec`` is derived from the time limit. Only null means unset: a
+    ``timeout_stop_sec`` of 0 stays 0, for tasks/validate.yml to refuse.
     """
     missing = [key for key in DEFAULT_KEYS if key not in defaults]
     if missing:
@@ -116,6 +117,11 @@ def celery_worker_topology(
             else:
                 concurrency = vcpus
         time_limit = i.get("time_limit", defaults["time_limit"])
+        timeout_stop_sec = i.get("timeout_stop_sec", defaults["timeout_stop_sec"])
+        if timeout_stop_sec is None:
+            timeout_stop_sec = (
+                time_limit + defaults["soft_shutdown_timeout"] + defaults["stop_margin"]
+            )
         for n in range(1, max([nodes, 1]) + 1):
             out.append(
                 {
@@ -134,8 +140,7 @@ def celery_worker_topology(
                     "soft_time_limit": i.get("soft_time_limit", defaults["soft_time_limit"]),
                     "time_limit": time_limit,
                     "min_stop_timeout": time_limit + defaults["soft_shutdown_timeout"],
-                    "timeout_stop_sec": i.get("timeout_stop_sec", defaults["timeout_stop_sec"])
-                    or time_limit + defaults["soft_shutdown_timeout"] + defaults["stop_margin"],
+                    "timeout_stop_sec": timeout_stop_sec,
                     "max_tasks_per_child": max_tasks_per_child,
                     "max_memory_per_child_kb": max_memory_per_child_kb,
                     "memory_max": i.get("memory_max", defaults["memory_max"]),
