@@ -78,7 +78,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     def run(case: tuple[str, dict[str, Any], list[str]]) -> tuple[str, str]:
         vars_file = root / f"{abs(hash(case[0]))}.json"
         vars_file.write_text(json.dumps(case[1]))
-        proc = deploy("-e", f"@{vars_file}")
+        # -T: three full runs at once on a loaded 2-core machine took longer than Ansible's
+        # 10 s to open a connection (UNREACHABLE at fact gathering, so no validation message).
+        proc = deploy("-T", "60", "-e", f"@{vars_file}")
         return case[0], f"rc={proc.returncode}\n{proc.stdout}{proc.stderr}"
 
     # The runs only read the hosts, so they may overlap; three at a time keep both cores busy.

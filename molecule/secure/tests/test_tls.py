@@ -99,7 +99,7 @@ def test_each_host_holds_the_bundles_ca_and_the_certificate_issued_for_it(
     worker = worker_host()
     installed = [
         (host, "/etc/redis/tls/ca.crt", PKI / "ca.crt"),
-        (host, "/etc/redis/tls/redis.crt", PKI / f"{host.backend.host}.crt"),
+        (host, "/etc/redis/tls/redis.crt", PKI / f"{host.backend.name}.crt"),
         (worker, "/etc/taskapp/tls/ca.crt", PKI / "ca.crt"),
         (worker, "/etc/taskapp/tls/client.crt", PKI / f"{WORKER}.crt"),
     ]
