@@ -14,7 +14,7 @@ WILDCARDS = {"0.0.0.0", "::", "*"}
 
 def bundle_redis_bind_errors(binds: object) -> list[str]:
     """Filter: redis_bind | bundle_redis_bind_errors. One message per entry Redis or the
-    role's certificate step would refuse, or that would expose Redis to every network."""
+    bundle's certificates step would refuse, or that would expose Redis to every network."""
     entries = binds if isinstance(binds, list | tuple) else [binds]
     errors = []
     for entry in entries:
