@@ -23,7 +23,8 @@ from testkit import REPO, on, playbook, run
 
 INVENTORY = REPO / "chaos/inventory"
 VAULT = INVENTORY / "group_vars/all/vault.yml"
-# The bundle's own CA and certificates on the controller (redis_tls_source: bundle).
+# The bundle's own CA and certificates on the controller: the pki role's pki_dir at its
+# default (redis_tls_source: bundle).
 PKI = REPO / "build/pki"
 NETWORK = "bundle-chaos"
 REDIS_HOST = "chaos-redis1"

@@ -133,7 +133,8 @@ def test_bad_input_is_refused_with_a_useful_message(
 def test_validation_runs_before_any_host_play() -> None:
     plays = yaml.safe_load((REPO / "playbooks/deploy.yml").read_text())
     order = [p["ansible.builtin.import_playbook"] for p in plays]
-    assert order.index("validate.yml") < order.index("redis.yml") < order.index("workers.yml")
+    assert order.index("validate.yml") < order.index("certificates.yml") < order.index("redis.yml")
+    assert order.index("redis.yml") < order.index("workers.yml")
     validate = yaml.safe_load((REPO / "playbooks/validate.yml").read_text())[0]
     assert validate["any_errors_fatal"] is True
     assert "always" in validate["tags"]

@@ -96,7 +96,14 @@ def test_the_fallbacks_are_the_redis_roles_declared_defaults() -> None:
     defaults = redis_defaults()
     for name in ("redis_port", "redis_results_port", "redis_tls", "redis_acl_key_prefix"):
         assert defaults[name] == options[name]["default"], name
-    assert "redis_tls_pki_dir" not in defaults  # a template, meaningless outside the role
+
+
+def test_templated_defaults_are_left_out(tmp_path: Path) -> None:
+    # A template is meaningless outside the role that renders it.
+    options = {"redis_a": {"default": "{{ role_path }}/x"}, "redis_b": {"default": 1}}
+    spec = tmp_path / "argument_specs.yml"
+    spec.write_text(yaml.safe_dump({"argument_specs": {"main": {"options": options}}}))
+    assert redis_defaults(spec) == {"redis_b": 1}
 
 
 def test_an_empty_group_is_refused_with_the_fix() -> None:

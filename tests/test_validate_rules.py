@@ -326,7 +326,6 @@ REDIS: dict[str, Any] = {
     "redis_config_mode": "0640",
     "redis_tls": False,
     "redis_tls_source": "bundle",
-    "redis_tls_pki_dir": "/srv/bundle/build/pki",
     "redis_tls_ca_cert_file": "",
     "redis_tls_cert_file": "",
     "redis_tls_key_file": "",
@@ -352,7 +351,7 @@ TLS_MISSING = (
     "redis_tls is on but the certificates cannot be found. With redis_tls_source: files, set"
     " redis_tls_ca_cert_file, redis_tls_cert_file and redis_tls_key_file to existing files on the"
     " controller (got {}); or set redis_tls_source: bundle to have the bundle issue them from"
-    " its own CA in redis_tls_pki_dir."
+    " its own CA (playbooks/certificates.yml)."
 )
 
 
@@ -580,11 +579,7 @@ REDIS_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
             )
         ],
     ),
-    (
-        "TLS from the bundle without a directory",
-        {"redis_tls": True, "redis_tls_pki_dir": ""},
-        [TLS_MISSING.format("'', '', ''")],
-    ),
+    ("TLS from the bundle needs no files", {"redis_tls": True}, []),
     ("TLS files unused without TLS", {"redis_tls_source": "files"}, []),
 ]
 

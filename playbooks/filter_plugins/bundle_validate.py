@@ -29,7 +29,7 @@ ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 # Facts the roles publish for later plays (set_fact), not settings: an
 # inventory has no reason to set them, and the run sets them before validation.
 # tests/test_validate_plugins.py checks that each is still set by its role.
-PUBLISHED_FACTS = frozenset({"app_release_current"})
+PUBLISHED_FACTS = frozenset({"app_release_current", "pki_issued"})
 
 # The argument spec types whose values an inventory can get wrong in a way
 # that breaks a template rather than a task: strings and paths take anything.

@@ -17,6 +17,7 @@ sys.path.insert(0, str(REPO))
 from testkit import molecule_inventory, playbook  # noqa: E402  (needs the repository's root)
 
 SCENARIO = Path(__file__).resolve().parents[1]
+# The bundle's CA and certificates on the controller: the pki role's pki_dir at its default.
 PKI = REPO / "build/pki"
 # Redis's TLS ports as published on the controller's loopback by molecule.yml:
 # the broker's instance (6379) and the results instance (6380).

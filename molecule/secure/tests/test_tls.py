@@ -92,6 +92,21 @@ def test_tls_key_is_readable_by_redis_only(host: testinfra.host.Host) -> None:
     assert host.file("/etc/redis/tls").mode == 0o750
 
 
+def test_each_host_holds_the_bundles_ca_and_the_certificate_issued_for_it(
+    host: testinfra.host.Host,
+) -> None:
+    """The certificates step issued them on the controller; the roles installed them as is."""
+    worker = worker_host()
+    installed = [
+        (host, "/etc/redis/tls/ca.crt", PKI / "ca.crt"),
+        (host, "/etc/redis/tls/redis.crt", PKI / f"{host.backend.name}.crt"),
+        (worker, "/etc/taskapp/tls/ca.crt", PKI / "ca.crt"),
+        (worker, "/etc/taskapp/tls/client.crt", PKI / f"{WORKER}.crt"),
+    ]
+    for on, path, issued in installed:
+        assert on.file(path).content_string == issued.read_text(), path
+
+
 def test_ca_key_stays_on_the_controller(host: testinfra.host.Host) -> None:
     assert not host.file("/etc/redis/tls/ca.key").exists
     assert (PKI / "ca.key").stat().st_mode & 0o077 == 0

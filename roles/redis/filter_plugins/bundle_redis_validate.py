@@ -202,18 +202,14 @@ def _acl_errors(v: Mapping[str, Any]) -> list[str]:
 def _tls_errors(v: Mapping[str, Any]) -> list[str]:
     source = v.get("redis_tls_source")
     files = [v.get(f"redis_tls_{name}_file") for name in ("ca_cert", "cert", "key")]
-    if source == "files":
-        ok = all(isinstance(f, str) and f and os.path.isfile(f) for f in files)
-    else:
-        ok = source != "bundle" or bool(v.get("redis_tls_pki_dir"))
-    if ok:
+    if source != "files" or all(isinstance(f, str) and f and os.path.isfile(f) for f in files):
         return []
     shown = ", ".join(f"'{f}'" for f in files)
     return [
         "redis_tls is on but the certificates cannot be found. With redis_tls_source: files,"
         " set redis_tls_ca_cert_file, redis_tls_cert_file and redis_tls_key_file to existing"
         f" files on the controller (got {shown}); or set redis_tls_source: bundle to have the"
-        " bundle issue them from its own CA in redis_tls_pki_dir."
+        " bundle issue them from its own CA (playbooks/certificates.yml)."
     ]
 
 
@@ -277,7 +273,7 @@ def bundle_redis_settings_errors(variables: Mapping[str, Any], memtotal_mb: obje
 
 def bundle_redis_bind_errors(binds: object) -> list[str]:
     """Filter: redis_bind | bundle_redis_bind_errors. One message per entry Redis or the
-    role's certificate step would refuse, or that would expose Redis to every network."""
+    bundle's certificates step would refuse, or that would expose Redis to every network."""
     entries = binds if isinstance(binds, list | tuple) else [binds]
     errors = []
     for entry in entries:
