@@ -6,7 +6,6 @@ import importlib.metadata
 import json
 import threading
 import time
-import tomllib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from functools import cache
@@ -20,6 +19,7 @@ from chaos.accounting import Entry, never_completed, parse_entries
 from rcbundle.config import Settings, celery_config, parse_settings
 from taskapp.tasks import EXECUTIONS_KEY
 from testkit import REPO, on, playbook, run
+from testkit.controller import worker_config
 
 INVENTORY = REPO / "chaos/inventory"
 VAULT = INVENTORY / "group_vars/all/vault.yml"
@@ -58,18 +58,9 @@ class Lab:
 
     def __init__(self, mode: str = "requirepass") -> None:
         self.mode = mode
-        data = tomllib.loads(on(WORKERS[0], "cat /etc/taskapp/config.toml"))
         # The controller reaches Redis through the published port, with the same worker host's
         # certificate from the bundle's PKI.
-        data["redis"].update(host="127.0.0.1", port=PORT)
-        tls = data["redis"].get("tls", {})
-        if tls.get("enabled"):
-            tls.update(
-                ca_file=str(PKI / "ca.crt"),
-                cert_file=str(PKI / f"{WORKERS[0]}.crt"),
-                key_file=str(PKI / f"{WORKERS[0]}.key"),
-            )
-        self.settings: Settings = parse_settings(data)
+        self.settings: Settings = parse_settings(worker_config(WORKERS[0], port=PORT, pki=PKI))
         r = self.settings.redis
         admin: dict[str, Any] = {
             "username": "admin" if r.username else None,

@@ -46,11 +46,21 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str], list[str]]] = 
         ],
     ),
     (
-        "a celery_beat switch as a string",
+        "the beat switch as a string",
         {},
         {},
-        ["-e", "celery_beat_enabled=yes"],
-        ['celery_beat_enabled must be true or false, got the string "yes"', "pass it as JSON"],
+        ["-e", "celery_worker_beat=yes"],
+        ['celery_worker_beat must be true or false, got the string "yes"', "pass it as JSON"],
+    ),
+    (
+        "a variable of the retired celery_beat role",
+        {},
+        {"celery_beat_loglevel": "DEBUG"},
+        [],
+        [
+            "celery_beat_loglevel is no longer a variable (the celery_beat role became part of"
+            " celery_worker, which runs beat on its host; use celery_worker_beat_loglevel)."
+        ],
     ),
     (
         "a redis variable of the wrong type on a worker host",

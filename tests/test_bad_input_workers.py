@@ -213,6 +213,13 @@ FLEET_CASES: list[tuple[str, dict[str, dict[str, Any]], list[str], dict[str, Any
         ["bad-redis", "must also be in group celery_workers"],
     ),
     (
+        "beat switched on outside its group",
+        {"bad-worker": SERVES_ALL, "bad-worker2": SERVES_ALL | {"celery_worker_beat": True}},
+        ["bad-worker"],
+        {"celery_worker_beat_schedule": SCHEDULE},
+        ["celery_worker_beat is true on bad-worker2, which is not in group celery_beat"],
+    ),
+    (
         "a routed queue nobody serves",
         {"bad-worker": {"celery_worker_queues": ["celery", "cpu"]}},
         [],

@@ -17,12 +17,10 @@ import bundle_validate
 # Every rule: values it accepts, values it refuses.
 CASES: dict[str, tuple[list[Any], list[Any]]] = {
     "celery_worker_app_name": (["taskapp", "my-app_2"], ["My App", "2app", "app/x", "a" * 33]),
-    "celery_beat_app_name": (["taskapp"], ["../etc"]),
     "celery_worker_app_module": (
         ["taskapp.app:app", "proj", "proj.celery"],
         ["proj.celery app", "proj:", "proj/celery.py", ":app"],
     ),
-    "celery_beat_app_module": (["proj.celery:app"], ["proj celery"]),
     "celery_worker_redis_host": (
         ["redis1", "redis1.example.internal", "10.0.0.5", "::1"],
         ["redis1:6379", "redis 1", "-redis", "redis_1.example"],

@@ -74,11 +74,11 @@ TYPE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ],
     ),
     (
-        "a celery_beat variable",
-        {"celery_beat_enabled": "true"},
+        "the beat switch as a string",
+        {"celery_worker_beat": "true"},
         [
-            'celery_beat_enabled must be true or false, got the string "true". Set it in the'
-            f" inventory as true or false; {dash_e('celery_beat_enabled')}"
+            'celery_worker_beat must be true or false, got the string "true". Set it in the'
+            f" inventory as true or false; {dash_e('celery_worker_beat')}"
         ],
     ),
     (
@@ -163,7 +163,8 @@ def test_type_errors(variables: dict[str, Any], expected: list[str]) -> None:
 
 def test_every_role_is_read() -> None:
     assert set(ROLES) == {p.name for p in (REPO / "roles").iterdir() if p.is_dir()}
-    assert "celery_beat_enabled" in ROLES["celery_beat"]
+    assert "celery_worker_beat" in ROLES["celery_worker"]
+    assert "celery_beat" not in ROLES
 
 
 class Untemplatable(Mapping[str, object]):
@@ -212,12 +213,24 @@ NAME_CASES: list[tuple[str, list[str], list[str]]] = [
     ),
     (
         "close match in another role",
-        ["celery_beat_enable", "celery_worker_concurency"],
+        ["celery_worker_redis_maxmemory_policy", "celery_worker_concurency"],
         [
-            "celery_beat_enable is not a variable of any role (did you mean celery_beat_enabled?)."
-            " Fix its name in the inventory, or remove it.",
             "celery_worker_concurency is not a variable of any role (did you mean"
             " celery_worker_concurrency?). Fix its name in the inventory, or remove it.",
+            "celery_worker_redis_maxmemory_policy is not a variable of any role (did you mean"
+            " redis_maxmemory_policy?). Fix its name in the inventory, or remove it.",
+        ],
+    ),
+    (
+        "a retired role's variables",
+        ["celery_beat_loglevel", "celery_beat_enabled", "celery_beat_something"],
+        [
+            "celery_beat_enabled is no longer a variable (the celery_beat role became part of"
+            " celery_worker, which runs beat on its host; put the beat host in group"
+            " celery_beat). Fix its name in the inventory, or remove it.",
+            "celery_beat_loglevel is no longer a variable (the celery_beat role became part of"
+            " celery_worker, which runs beat on its host; use celery_worker_beat_loglevel)."
+            " Fix its name in the inventory, or remove it.",
         ],
     ),
     (
@@ -234,7 +247,8 @@ NAME_CASES: list[tuple[str, list[str], list[str]]] = [
             "redis_port",
             "celery_worker_serial",
             "app_release_build_dir",
-            "celery_beat_enabled",
+            "celery_worker_beat",
+            "celery_worker_beat_loglevel",
             "vault_redis_password",
             "validate_fleet",
             "redis",

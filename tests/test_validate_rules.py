@@ -254,6 +254,35 @@ WORKER_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ],
     ),
     ("serial 25%", {"celery_worker_serial": "25%"}, []),
+    (
+        "beat on the host of group celery_beat",
+        {"inventory_hostname": "w1", "groups": {"celery_beat": ["w1"]}, "celery_worker_beat": True},
+        [],
+    ),
+    (
+        "beat set outside group celery_beat",
+        {"inventory_hostname": "w2", "groups": {"celery_beat": ["w1"]}, "celery_worker_beat": True},
+        [
+            "celery_worker_beat is true on w2, which is not in group celery_beat: beat runs on"
+            " the host of that group, which validation holds at one, so two beats never send"
+            " every periodic task twice. Remove celery_worker_beat from the inventory and put"
+            " the beat host in group celery_beat."
+        ],
+    ),
+    (
+        "beat turned off on the beat host",
+        {
+            "inventory_hostname": "w1",
+            "groups": {"celery_beat": ["w1"]},
+            "celery_worker_beat": False,
+        },
+        [
+            "celery_worker_beat is false on w1, which is in group celery_beat: beat runs on"
+            " the host of that group, which validation holds at one, so two beats never send"
+            " every periodic task twice. Remove celery_worker_beat from the inventory and put"
+            " the beat host in group celery_beat."
+        ],
+    ),
     ("serial 100%", {"celery_worker_serial": "100%"}, []),
     ("serial 2", {"celery_worker_serial": 2}, []),
     ("serial 2 given with -e", {"celery_worker_serial": "2"}, []),

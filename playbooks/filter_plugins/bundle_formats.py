@@ -62,9 +62,7 @@ _HOST_FORMAT = Format(
 
 FORMATS: dict[str, Format] = {
     "celery_worker_app_name": _APP_NAME,
-    "celery_beat_app_name": _APP_NAME,
     "celery_worker_app_module": _APP_MODULE,
-    "celery_beat_app_module": _APP_MODULE,
     "celery_worker_redis_host": _HOST_FORMAT,
     "celery_worker_redis_result_host": Format(
         _host_or_address, _HOST_FORMAT.may_hold, _HOST_FORMAT.because, empty_ok=True

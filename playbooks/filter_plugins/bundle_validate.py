@@ -31,6 +31,17 @@ ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 # tests/test_validate_plugins.py checks that each is still set by its role.
 PUBLISHED_FACTS = frozenset({"app_release_current", "pki_issued"})
 
+# Variables of roles the bundle no longer has, and what took their place: an
+# inventory that still sets one would otherwise lose the setting without a word.
+_BEAT = "the celery_beat role became part of celery_worker, which runs beat on its host"
+RETIRED = {
+    "celery_beat_enabled": f"{_BEAT}; put the beat host in group celery_beat",
+    "celery_beat_loglevel": f"{_BEAT}; use celery_worker_beat_loglevel",
+    "celery_beat_app_name": f"{_BEAT}; use celery_worker_app_name",
+    "celery_beat_app_module": f"{_BEAT}; use celery_worker_app_module",
+    "celery_beat_release": f"{_BEAT}; use celery_worker_release",
+}
+
 # The argument spec types whose values an inventory can get wrong in a way
 # that breaks a template rather than a task: strings and paths take anything.
 TYPE_NAMES = {
@@ -187,7 +198,8 @@ def type_errors(variables: Mapping[str, Any], roles: Mapping[str, Options]) -> l
 def _closest(name: str, prefix: str, declared: list[str]) -> list[str]:
     """The declared name closest to name: first within its role, compared without the
     prefix (which every candidate shares, and which would make any two names look alike),
-    then among the other roles' names (celery_worker_enabled for celery_beat_enabled).
+    then among the other roles' names (redis_maxmemory_policy for
+    celery_worker_redis_maxmemory_policy).
     """
     own = {d[len(prefix) :]: d for d in declared if d.startswith(prefix)}
     close = difflib.get_close_matches(name[len(prefix) :], list(own), n=1)
@@ -200,7 +212,8 @@ def _closest(name: str, prefix: str, declared: list[str]) -> list[str]:
 def unknown_variables(variables: Iterable[str], roles: Mapping[str, Options]) -> list[str]:
     """Messages for the variables named like a role's but declared by no role.
 
-    A misspelt name is otherwise silently ignored and the role's default used.
+    A misspelt name is otherwise silently ignored and the role's default used; so
+    is one of a retired role (RETIRED), whose message names what replaced it.
     Names whose part after the prefix starts with _ are the roles' own
     (__redis_..., redis__... registered results, celery_worker__fleet).
     """
@@ -208,6 +221,12 @@ def unknown_variables(variables: Iterable[str], roles: Mapping[str, Options]) ->
     prefixes = sorted((f"{role}_" for role in roles), key=len, reverse=True)
     errors: list[str] = []
     for name in sorted(set(variables)):
+        if name in RETIRED:
+            errors.append(
+                f"{name} is no longer a variable ({RETIRED[name]})."
+                " Fix its name in the inventory, or remove it."
+            )
+            continue
         prefix = next((p for p in prefixes if name.startswith(p)), None)
         if prefix is None or name[len(prefix) :].startswith("_") or not name[len(prefix) :]:
             continue

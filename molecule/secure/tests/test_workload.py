@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -23,29 +22,18 @@ from conftest import (
     worker_host,
 )
 
+from testkit.controller import worker_config, write_toml
+
 testinfra_hosts = ["redis"]
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def controller_config(tmp_path_factory: pytest.TempPathFactory, secrets: Secrets) -> Path:
-    """The controller as one more client, with the worker host's bundle-issued certificate."""
-    path = tmp_path_factory.mktemp("controller") / "config.toml"
-    path.write_text(
-        "[redis]\n"
-        'host = "127.0.0.1"\n'
-        f"port = {CONTROLLER_PORT}\n"
-        f"result_port = {RESULTS_CONTROLLER_PORT}\n"
-        'username = "celery"\n'
-        f"password = {json.dumps(secrets.celery)}\n"
-        'key_prefix = "taskapp:"\n'
-        "[redis.tls]\n"
-        "enabled = true\n"
-        f"ca_file = {json.dumps(str(PKI / 'ca.crt'))}\n"
-        f"cert_file = {json.dumps(str(PKI / f'{WORKER}.crt'))}\n"
-        f"key_file = {json.dumps(str(PKI / f'{WORKER}.key'))}\n"
-    )
-    return path
+def controller_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The worker host's own config file for the controller, as one more client: the Celery
+    user, through the published TLS ports, with the worker host's bundle-issued certificate."""
+    data = worker_config(WORKER, port=CONTROLLER_PORT, result_port=RESULTS_CONTROLLER_PORT, pki=PKI)
+    return write_toml(data, tmp_path_factory.mktemp("controller") / "config.toml")
 
 
 def run_client(

@@ -218,6 +218,23 @@ def _serial_ok(serial: object) -> bool:
     return percent is not None and 1 <= int(percent.group(1)) <= 100
 
 
+def _beat_errors(v: Mapping[str, Any]) -> list[str]:
+    """celery_worker_beat must agree with group celery_beat, which validation holds at one."""
+    host = v.get("inventory_hostname")
+    groups = v.get("groups") or {}
+    in_group = host in (groups.get("celery_beat") or [])
+    beat = v.get("celery_worker_beat", in_group)
+    if beat == in_group:
+        return []
+    return [
+        f"celery_worker_beat is {str(beat).lower()} on {host}, which is"
+        f" {'' if in_group else 'not '}in group celery_beat: beat runs on the host of that"
+        " group, which validation holds at one, so two beats never send every periodic task"
+        " twice. Remove celery_worker_beat from the inventory and put the beat host in group"
+        " celery_beat."
+    ]
+
+
 def settings_errors(v: Mapping[str, Any]) -> list[str]:
     """Messages for the role's host-wide settings (v: the host's variables, by name).
 
@@ -299,6 +316,7 @@ def settings_errors(v: Mapping[str, Any]) -> list[str]:
             " for example tick: {task: myapp.tasks.cleanup, every: 60}"
             f" (got {schedule})."
         )
+    errors += _beat_errors(v)
     if not _below(soft, hard):
         errors.append(
             f"celery_worker_soft_time_limit ({soft}) must be below celery_worker_time_limit"

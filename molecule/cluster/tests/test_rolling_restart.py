@@ -6,8 +6,9 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from celery import Celery
-from conftest import SCENARIO, SPARE, WORKERS, deploy, instances, invocation
+from conftest import SCALE_OUT, SPARE, WORKERS, assert_ok, deploy, instances, invocation
 
 QUEUES = ("celery", "cpu", "io")
 TIMEOUT = 120
@@ -18,9 +19,12 @@ def consumers(client: Celery) -> dict[str, int]:
     return {q: sum(q in {x["name"] for x in qs} for qs in replies.values()) for q in QUEUES}
 
 
+@pytest.mark.usefixtures("scaled_out")  # the fleet of three hosts
 def test_rolling_restart_keeps_every_queue_served_and_loses_nothing(client: Celery) -> None:
     hosts = [*WORKERS, SPARE]
     units = [(h, f"celery-worker@{i['name']}") for h in hosts for i in instances(h)]
+    # Beat runs the same configuration: it restarts with the workers.
+    units.append(("mol-cluster-worker1", "celery-beat"))
     before = {u: invocation(*u) for u in units}
     stop = threading.Event()
     sent: list[Any] = []
@@ -51,7 +55,7 @@ def test_rolling_restart_keeps_every_queue_served_and_loses_nothing(client: Cele
         proc = deploy(
             "deploy.yml",
             "-i",
-            str(SCENARIO / "inventory/scale-out.yml"),
+            str(SCALE_OUT),
             "--tags",
             "celery_worker",
             "-e",
@@ -61,7 +65,7 @@ def test_rolling_restart_keeps_every_queue_served_and_loses_nothing(client: Cele
         stop.set()
         for t in threads:
             t.join(timeout=30)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert_ok(proc)
     # Every unit was restarted, one host at a time (serial), by this change.
     assert all(invocation(*u) != before[u] for u in units)
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from celery import Celery
-from conftest import deploy, on
+from conftest import CPU_HOST, assert_ok, deploy, on
 
 TIMEOUT = 90
-HOST = "mol-cluster-worker2"
+HOST = CPU_HOST
 
 
+@pytest.mark.usefixtures("cpu_host_deployed")
 def test_removed_instance_is_stopped_and_its_unit_removed(client: Celery) -> None:
-    # worker2's inventory now lists cpu2 instead of cpu (drained by test_5).
+    # worker2's inventory now lists cpu2 instead of cpu (running, or drained by test_drain).
     instances = [{"name": "cpu2", "queues": ["celery", "cpu"], "pool": "prefork", "concurrency": 1}]
     proc = deploy(
         "deploy.yml",
@@ -21,7 +23,7 @@ def test_removed_instance_is_stopped_and_its_unit_removed(client: Celery) -> Non
         "-e",
         json.dumps({"celery_worker_instances": instances}),
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert_ok(proc)
 
     state = on(HOST, "systemctl is-active celery-worker@cpu || true").strip()
     assert state in ("inactive", "failed"), state

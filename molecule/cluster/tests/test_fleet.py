@@ -13,6 +13,8 @@ from conftest import CELERY, WORKERS, instances, on
 TIMEOUT = 60
 UNITS = [(h, i["name"]) for h in WORKERS for i in instances(h)]
 
+pytestmark = pytest.mark.usefixtures("fleet_as_converged")
+
 
 @pytest.mark.parametrize(("host", "name"), UNITS)
 def test_unit_is_a_hardened_notify_service(host: str, name: str) -> None:

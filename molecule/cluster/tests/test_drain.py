@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from celery import Celery
-from conftest import deploy, on
-from test_2_stop import wait_started
+from conftest import assert_ok, deploy, on, wait_started
 
 TIMEOUT = 90
 
 
+@pytest.mark.usefixtures("cpu_host_serving")
 def test_drain_waits_for_the_running_task_then_stops_the_host(client: Celery) -> None:
     # worker2 is the scenario's CPU-only host; send sleeps until one runs there.
     deadline = time.monotonic() + TIMEOUT
@@ -23,7 +24,7 @@ def test_drain_waits_for_the_running_task_then_stops_the_host(client: Celery) ->
     assert running is not None
 
     proc = deploy("playbooks/drain.yml", "--limit", "mol-cluster-worker2", timeout=300)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert_ok(proc)
     assert "drained, no task running" in proc.stdout, proc.stdout[-4000:]
     assert running.get(timeout=TIMEOUT) == 10.0
     assert str(running.worker) == target

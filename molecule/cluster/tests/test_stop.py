@@ -5,17 +5,9 @@ from __future__ import annotations
 import time
 
 from celery import Celery
-from conftest import CELERY, on
+from conftest import CELERY, on, wait_started
 
 TIMEOUT = 60
-
-
-def wait_started(result: object, deadline: float) -> str:
-    while time.monotonic() < deadline:
-        if result.state == "STARTED":  # type: ignore[attr-defined]
-            return str(result.info["hostname"])  # type: ignore[attr-defined]
-        time.sleep(0.2)
-    raise AssertionError("the task never started")
 
 
 def test_stop_during_a_long_task_lets_it_finish(client: Celery) -> None:

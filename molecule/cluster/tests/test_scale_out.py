@@ -5,20 +5,18 @@ from __future__ import annotations
 import time
 
 from celery import Celery
-from conftest import SCENARIO, SPARE, WORKERS, deploy, instances, invocation, on
+from conftest import SPARE, ScaleOut, assert_ok, invocation, on
 
 TIMEOUT = 60
 
 
-def test_a_host_added_to_the_inventory_serves_and_others_stay_up(client: Celery) -> None:
-    units = [(h, f"celery-worker@{i['name']}") for h in WORKERS for i in instances(h)]
-    units.append(("mol-cluster-worker1", "celery-beat"))
-    before = {(h, u): invocation(h, u) for h, u in units}
+def test_a_host_added_to_the_inventory_serves_and_others_stay_up(
+    client: Celery, scaled_out: ScaleOut
+) -> None:
+    # The deploy with the spare host in the inventory: the fixture scaled_out.
+    assert_ok(scaled_out.proc)
 
-    proc = deploy("deploy.yml", "-i", str(SCENARIO / "inventory/scale-out.yml"))
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-
-    assert {(h, u): invocation(h, u) for h, u in units} == before
+    assert {u: invocation(*u) for u in scaled_out.before} == scaled_out.before
     assert on(SPARE, "systemctl is-active celery-worker@io").strip() == "active"
     # io is now served by two hosts: a stream of io tasks reaches the new one within seconds.
     deadline = time.monotonic() + TIMEOUT
