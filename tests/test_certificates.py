@@ -163,7 +163,11 @@ def test_the_plays_hand_the_roles_what_the_pki_role_published() -> None:
     redis = yaml.safe_load((REPO / "playbooks/redis.yml").read_text())[0]
     (role,) = redis["roles"]
     assert role["vars"]["redis_tls_bundle_files"] == "{{ pki_issued | default({}) }}"
-    workers = yaml.safe_load((REPO / "playbooks/workers.yml").read_text())[0]
+    (workers,) = [
+        play
+        for play in yaml.safe_load((REPO / "playbooks/workers.yml").read_text())
+        if play.get("roles")
+    ]
     assert workers["vars"]["celery_worker_redis_tls_bundle_files"] == (
         "{{ pki_issued | default({}) }}"
     )
