@@ -74,6 +74,18 @@ def test_restore_writes_back_what_changed_and_removes_what_the_run_added() -> No
     assert plan["restart"] == ["celery-worker@default.service"]
 
 
+def test_restore_restarts_only_the_nodes_that_are_down_when_nothing_goes_back() -> None:
+    before = files(**{DROPIN: dropin(), DROPIN2: dropin()})
+    states = [_state("default", "failed"), _state("io", "active", "running")]
+    plan = worker.celery_worker_restore(before, before, states, release_changed=False)
+    assert plan["restart"] == ["celery-worker@default.service"]
+    assert plan["write"] == []
+    assert worker.celery_worker_restore(before, before, states)["restart"] == [
+        "celery-worker@default.service",
+        "celery-worker@io.service",
+    ]
+
+
 def test_changes_name_the_variable_and_hide_the_password() -> None:
     before = files(**{DROPIN: dropin(), CONFIG: config()})
     after = files(**{DROPIN: dropin("8M", "celery"), CONFIG: config("an-0ther-passw0rd", 6390)})
@@ -120,7 +132,8 @@ def test_the_message_quotes_the_unit_and_says_where_the_host_is() -> None:
         }
     )
     assert (
-        "celery-worker@default.service is activating/auto-restart; its last log lines:" in message
+        "celery-worker@default.service is activating/auto-restart; its log, up to its first"
+        " failure:" in message
     )
     assert "    ImportError: x" in message
     assert "celery-worker@io" not in message
@@ -247,9 +260,32 @@ def test_redis_message_quotes_redis_and_the_probe() -> None:
         "checks": [{"item": {"unit": "redis-server"}, "stdout": "PONG"}],
     }
     message = redis.redis_rollback_message(report)
-    assert "redis-server is activating/auto-restart; its last log lines:" in message
+    assert "redis-server is activating/auto-restart; its log, up to its first failure:" in message
     assert "Could not create server TCP listening socket 192.0.2.1:6379" in message
     assert "(redis_bind)" in message
     assert "Rolled back: the earlier configuration is back and answers (redis-server)" in message
     report["checks"] = [{"item": {"unit": "redis-server"}, "stdout": ""}]
     assert "these do not answer: redis-server" in redis.redis_rollback_message(report)
+
+
+def test_the_log_is_quoted_up_to_the_first_failure() -> None:
+    log = [f"line {i}" for i in range(30)]
+    log[20:22] = ["x.service: Main process exited, code=exited", "x.service: Failed with result"]
+    log[27] = "x.service: Failed with result 'exit-code'."
+    assert worker.first_failure(log) == log[7:22]
+    assert redis.first_failure(log, 3) == log[19:22]
+    assert worker.first_failure(["a", "b"]) == ["a", "b"]
+    assert worker.first_failure([]) == ["(nothing logged)"]
+
+
+def test_the_unit_change_names_the_flag_and_its_variable() -> None:
+    unit = (
+        "[Service]\nExecStart=/opt/a/current/venv/bin/celery --app {} worker \\\n"
+        "    --hostname %i@%H --loglevel INFO $WORKER_ARGS\nKillMode=mixed\n"
+    )
+    before = files(**{UNIT: unit.format("textstats.worker:celery_app")})
+    after = files(**{UNIT: unit.format("textstats.worker:no_such_app")})
+    assert worker.celery_worker_changes(before, after, "a", "a") == [
+        f"{UNIT}: ExecStart --app: textstats.worker:celery_app -> textstats.worker:no_such_app"
+        " (celery_worker_app_module)"
+    ]

@@ -205,8 +205,11 @@ def test_a_value_that_makes_the_nodes_exit_is_rolled_back(
     )
     assert "celery-worker@default.service is" in out
     assert "no_such_app" in out  # the node's own last log lines
-    assert "ExecStart" in out  # what changed, by the variable that feeds it
-    assert "celery_worker_app_module" in out
+    # What changed, by the variable that feeds it.
+    assert (
+        "ExecStart --app: textstats.worker:celery_app -> textstats.worker:no_such_app"
+        " (celery_worker_app_module)" in out
+    )
     assert "Rolled back: the host runs release" in out
     assert WORKER2 not in re.findall(r"changed: \[(\S+)\]", out)  # the rest of the fleet
     unchanged_on_rerun()

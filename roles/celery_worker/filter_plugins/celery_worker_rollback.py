@@ -14,7 +14,7 @@ import base64
 import re
 import shlex
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -26,6 +26,8 @@ MANAGED = re.compile(
 )
 # Values never quoted in a message (the run's output is read by people and kept in CI logs).
 SECRET_KEYS = {"redis.password"}
+# What systemctl show --property=ActiveState,SubState says of a node that serves.
+SERVING = ["active", "running"]
 
 # config.toml key -> the variable that writes it (templates/etc/app/config.toml.j2).
 CONFIG_KEYS = {
@@ -71,7 +73,8 @@ NODE_SETTINGS = {
 }
 # Lines of the unit template that come from a variable; any other line is the role's own.
 UNIT_KEYS = {
-    "ExecStart": "celery_worker_app_module or celery_worker_loglevel",
+    "ExecStart --app": "celery_worker_app_module",
+    "ExecStart --loglevel": "celery_worker_loglevel",
     "User": "celery_worker_app_name",
     "Group": "celery_worker_app_name",
     "Description": "celery_worker_app_name",
@@ -107,23 +110,35 @@ def celery_worker_managed(found: Mapping[str, Any]) -> list[str]:
 
 
 def celery_worker_restore(
-    before: Mapping[str, Mapping[str, str]], after: Mapping[str, Mapping[str, str]]
+    before: Mapping[str, Mapping[str, str]],
+    after: Mapping[str, Mapping[str, str]],
+    states: Sequence[Mapping[str, Any]] = (),
+    release_changed: bool = True,
 ) -> dict[str, list[Any]]:
-    """What puts the files back: write (the earlier files that differ or went away), remove (files
-    this run added: a new node's drop-in, as its directory), and the node units to stop (new
-    nodes) and to restart (the earlier nodes)."""
+    """What puts the host back: write (the earlier files that differ or went away), remove (files
+    this run added: a new node's drop-in, as its directory), stop (the nodes this run added),
+    restart (the earlier nodes: all of them when a file or the release goes back, else only
+    those that are down; states are systemctl show readings of this run's nodes), and earlier
+    (every earlier node, each checked once the host is back)."""
     write = [
         {"path": path, **entry}
         for path, entry in sorted(before.items())
         if after.get(path, {}).get("content") != entry["content"]
     ]
     added = sorted(set(after) - set(before))
-    remove = [_dropin_dir(p) or p for p in added]
+    earlier = [unit for p in sorted(before) if (unit := _unit(p))]
+    down = {
+        f"celery-worker@{s['item']['name']}.service"
+        for s in states
+        if s.get("stdout_lines") != SERVING
+    }
+    everything = bool(write or added or release_changed)
     return {
         "write": write,
-        "remove": remove,
+        "remove": [_dropin_dir(p) or p for p in added],
         "stop": [unit for p in added if (unit := _unit(p))],
-        "restart": [unit for p in sorted(before) if (unit := _unit(p))],
+        "restart": [unit for unit in earlier if everything or unit in down],
+        "earlier": earlier,
     }
 
 
@@ -154,9 +169,6 @@ def celery_worker_changes(
     return changes
 
 
-SERVING = ["active", "running"]
-
-
 def celery_worker_rollback_message(report: Mapping[str, Any]) -> str:
     """The message that fails the host, from tasks/rollback.yml's readings: what failed in its
     own words, what this run changed, and where the rollback left the host.
@@ -174,13 +186,14 @@ def celery_worker_rollback_message(report: Mapping[str, Any]) -> str:
     failing = [r for r in report["states"] if r.get("stdout_lines") != SERVING]
     if not failing:
         lines.append(f"The step that failed: {report['failed_task']}: {report['failed_msg']}")
-    for state in failing:
+    for index, state in enumerate(failing):
         name = state["item"]["name"]
-        lines.append(
-            f"celery-worker@{name}.service is {'/'.join(state.get('stdout_lines', []))};"
-            " its last log lines:"
-        )
-        lines.extend(f"    {line}" for line in logs.get(name) or ["(nothing logged)"])
+        status = "/".join(state.get("stdout_lines", []))
+        if index:
+            lines.append(f"celery-worker@{name}.service is {status} too.")
+            continue
+        lines.append(f"celery-worker@{name}.service is {status}; its log, up to its first failure:")
+        lines.extend(f"    {line}" for line in first_failure(logs.get(name, [])))
     lines.append("What this run changed:")
     lines.extend(f"  - {change}" for change in report["changes"] or ["nothing the role manages"])
     units = [c["item"] for c in report["checks"] if not c.get("skipped")]
@@ -210,6 +223,22 @@ def celery_worker_rollback_message(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The lines systemd logs when a unit's start fails: its own words come just before.
+FAILURE = re.compile(r"Main process exited|Failed with result|Failed to start|code=killed")
+
+
+def first_failure(log: Sequence[str], lines: int = 15) -> list[str]:
+    """The last lines of a unit's log (this run's) up to its first failure, systemd's own
+    verdict included: later restart attempts repeat it, the first says it best."""
+    for index, line in enumerate(log):
+        if FAILURE.search(line):
+            end = index + 1
+            while end < len(log) and FAILURE.search(log[end]):
+                end += 1
+            return list(log[max(0, end - lines) : end])
+    return list(log[-lines:]) or ["(nothing logged)"]
+
+
 def _unit(path: str) -> str:
     """celery-worker@NODE.service for a node's drop-in, else ''."""
     match = re.search(r"/(celery-worker@[^/]+\.service)\.d/instance\.conf$", path)
@@ -226,7 +255,7 @@ def _file_changes(path: str, old: str, new: str) -> list[str]:
     if path.endswith("/instance.conf"):
         return _keyed_changes(_dropin(old), _dropin(new), _node_variable)
     if path.endswith(".service"):
-        return _keyed_changes(_unit_lines(old), _unit_lines(new), _unit_variable)
+        return _keyed_changes(_unit_settings(old), _unit_settings(new), _unit_variable)
     return ["changed (the role's environment template)"]
 
 
@@ -312,6 +341,20 @@ def _unit_lines(text: str) -> dict[str, str]:
         key, _, value = line.partition("=")
         out[key] = f"{out[key]} {value}" if key in out else value
     return out
+
+
+def _unit_settings(text: str) -> dict[str, str]:
+    """A unit's lines, with ExecStart's --app and --loglevel as settings of their own."""
+    settings = _unit_lines(text)
+    words = iter(settings.pop("ExecStart", "").split())
+    command = []
+    for word in words:
+        if word in ("--app", "--loglevel"):
+            settings[f"ExecStart {word}"] = next(words, "")
+        else:
+            command.append(word)
+    settings["ExecStart"] = " ".join(command)
+    return settings
 
 
 def _unit_variable(key: str) -> str:

@@ -137,10 +137,9 @@ def redis_rollback_message(report: Mapping[str, Any]) -> str:
     lines = [f"{report['host']}: Redis did not take this run's change."]
     for log in report["logs"]:
         unit = log["item"]["item"]["unit"]
-        lines.append(
-            f"{unit} is {'/'.join(log['item'].get('stdout_lines', []))}; its last log lines:"
-        )
-        lines.extend(f"    {line}" for line in log.get("stdout_lines") or ["(nothing logged)"])
+        state = "/".join(log["item"].get("stdout_lines", []))
+        lines.append(f"{unit} is {state}; its log, up to its first failure:")
+        lines.extend(f"    {line}" for line in first_failure(log.get("stdout_lines", [])))
     if not report["logs"]:
         lines.append(f"The step that failed: {report['failed_task']}: {report['failed_msg']}")
     lines.append("What this run changed:")
@@ -159,6 +158,22 @@ def redis_rollback_message(report: Mapping[str, Any]) -> str:
         " deploy.yml again."
     )
     return "\n".join(lines)
+
+
+# The lines systemd logs when a unit's start fails: Redis's own words come just before.
+FAILURE = re.compile(r"Main process exited|Failed with result|Failed to start|code=killed")
+
+
+def first_failure(log: list[str], lines: int = 15) -> list[str]:
+    """The last lines of a unit's log (this run's) up to its first failure, systemd's own
+    verdict included: later restart attempts repeat it, the first says it best."""
+    for index, line in enumerate(log):
+        if FAILURE.search(line):
+            end = index + 1
+            while end < len(log) and FAILURE.search(log[end]):
+                end += 1
+            return log[max(0, end - lines) : end]
+    return log[-lines:] or ["(nothing logged)"]
 
 
 def _answered(reply: str) -> bool:
