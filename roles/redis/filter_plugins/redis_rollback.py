@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 MANAGED = re.compile(
@@ -80,7 +80,7 @@ def redis_managed(found: Mapping[str, Any]) -> list[str]:
 def redis_restore(
     before: Mapping[str, Mapping[str, str]],
     after: Mapping[str, Mapping[str, str]],
-    states: list[Mapping[str, Any]],
+    states: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """write: the earlier files that differ now; restart: the instances that are down or whose
     files change back (a running server keeps what it loaded); probe: each of those with the
@@ -181,7 +181,7 @@ def _answered(reply: str) -> bool:
     return reply.strip() == "PONG" or reply.startswith(("NOAUTH", "WRONGPASS"))
 
 
-def _listens(config: str) -> dict[str, str]:
+def _listens(config: str) -> dict[str, Any]:
     directives = _directives(config)
     address = (directives.get("bind") or "127.0.0.1").split()[0]
     port = directives.get("tls-port") or directives.get("port") or "6379"
