@@ -149,6 +149,11 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["celery_worker_memory_max: '512MB' is not infinity, a size in bytes"],
     ),
     (
+        "only the current release kept",
+        {"celery_worker_releases_kept": 1},
+        ["celery_worker_releases_kept is 1: keep at least 2", "no release to go back to"],
+    ),
+    (
         "redis host with a port",
         {"celery_worker_redis_host": "redis1:6379"},
         ["celery_worker_redis_host: 'redis1:6379' is not a host name", "without a port"],

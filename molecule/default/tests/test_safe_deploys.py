@@ -119,12 +119,13 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
 
 
 def elapsed_at(stdout: str, task: str) -> float:
-    """Seconds since the run's start when a task began (the profile_tasks callback's line)."""
-    at = stdout.rfind(task)
-    match = re.search(r"\((\d+):(\d+):([\d.]+)\)\s+(\d+):(\d+):([\d.]+)", stdout[at:])
-    assert at >= 0, task
+    """Seconds since the run's start when a task began: the profile_tasks callback's line right
+    after the task's header (TASK [ROLE : NAME ...)."""
+    header = re.search(r"^TASK \[\w+ : " + re.escape(task), stdout, re.M)
+    assert header, task
+    match = re.search(r"\(\d+:\d+:[\d.]+\)\s+(\d+):(\d+):([\d.]+)", stdout[header.end() :])
     assert match, task
-    hours, minutes, seconds = match.groups()[3:]
+    hours, minutes, seconds = match.groups()
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
@@ -175,7 +176,7 @@ def broken_change(
     assert counts[host]["failed"] == 1, counts
     assert counts[host]["rescued"] == 1, counts
     assert all(c["failed"] == 0 for h, c in counts.items() if h != host), counts
-    rollback = elapsed_at(out, "Stop with") - elapsed_at(out, ": Roll back]")
+    rollback = elapsed_at(out, "Stop with") - elapsed_at(out, "Roll back]")
     serves_every_queue(client)
     lost = stream.lost()
     figures[case] = {
