@@ -151,7 +151,7 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     (
         "only the current release kept",
         {"celery_worker_releases_kept": 1},
-        ["celery_worker_releases_kept is 1: keep at least 2", "no release to go back to"],
+        ["celery_worker_releases_kept must be at least 2 (got 1)", "playbooks/rollback.yml"],
     ),
     (
         "redis host with a port",
