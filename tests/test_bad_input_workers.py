@@ -124,6 +124,16 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["celery_worker_instances entry default: queue 'io x' may hold only letters"],
     ),
     (
+        "host-wide queue name with a space",
+        {"celery_worker_queues": ["celery", "cpu", "io x"]},
+        ["queue 'io x' may hold only letters"],
+    ),
+    (
+        "default queue name with a space",
+        {"celery_worker_default_queue": "my queue", "celery_worker_queues": ["my queue"]},
+        ["'my queue' may hold only letters"],
+    ),
+    (
         "route to a queue name with a comma",
         {"celery_worker_task_routes": {"taskapp.fetch_url": "io,cpu"}},
         ["celery_worker_task_routes: queue 'io,cpu' may hold only letters", "Rename the queue"],
@@ -137,6 +147,11 @@ HOST_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         "memory limit in a unit systemd does not know",
         {"celery_worker_memory_max": "512MB"},
         ["celery_worker_memory_max: '512MB' is not infinity, a size in bytes"],
+    ),
+    (
+        "only the current release kept",
+        {"celery_worker_releases_kept": 1},
+        ["celery_worker_releases_kept must be at least 2 (got 1)", "playbooks/rollback.yml"],
     ),
     (
         "redis host with a port",

@@ -287,6 +287,15 @@ WORKER_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("serial 2", {"celery_worker_serial": 2}, []),
     ("serial 2 given with -e", {"celery_worker_serial": "2"}, []),
     ("serial batches", {"celery_worker_serial": [1, "50%", 10]}, []),
+    (
+        "one release kept",
+        {"celery_worker_releases_kept": 1},
+        [
+            "celery_worker_releases_kept must be at least 2 (got 1): the current release and the"
+            " one before it, which a failed deploy's rollback and playbooks/rollback.yml go back"
+            " to."
+        ],
+    ),
     ("serial unset", {"celery_worker_serial": None} | {}, [SERIAL.format("None")]),
     ("serial 0", {"celery_worker_serial": 0}, [SERIAL.format("0")]),
     ("serial 0%", {"celery_worker_serial": "0%"}, [SERIAL.format("'0%'")]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import yaml
 from celery import Celery
 
 REPO = Path(__file__).resolve().parents[3]
+# testkit (playbook runs as a user makes them) is imported from the repository's root.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 # Redis's port as published on the controller's loopback by molecule.yml.
 CONTROLLER_PORT = 16390
 

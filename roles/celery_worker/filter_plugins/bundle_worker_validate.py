@@ -254,6 +254,7 @@ def settings_errors(v: Mapping[str, Any]) -> list[str]:
     instances = v.get("celery_worker_instances")
     node_names = _names(v.get("__celery_worker_instances"))
     serial = v.get("celery_worker_serial", 1)
+    kept = v.get("celery_worker_releases_kept", 3)
     errors: list[str] = []
     if not (isinstance(release, Mapping) and "id" in release and "archive" in release):
         errors.append(
@@ -341,6 +342,12 @@ def settings_errors(v: Mapping[str, Any]) -> list[str]:
         errors.append(
             f"celery_worker_instances: two worker nodes share a name ({node_names}); node N of"
             " instance NAME is NAME-N, so rename the instance that ends in -N."
+        )
+    if not _at_least(kept, 2):
+        errors.append(
+            f"celery_worker_releases_kept must be at least 2 (got {kept}): the current release"
+            " and the one before it, which a failed deploy's rollback and playbooks/rollback.yml"
+            " go back to."
         )
     if not _serial_ok(serial):
         errors.append(
