@@ -15,16 +15,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chaos.report import render
+from chaos.report import render, render_safe_deploys
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 NOTES = HERE / "NOTES.md"
+SAFE_DEPLOYS = HERE / "safe-deploys.json"
 RELIABILITY = HERE.parent / "RELIABILITY.md"
 
 
 def write_report(results: dict[str, Any]) -> None:
     text = render(results)
+    if SAFE_DEPLOYS.exists():
+        text += "\n" + render_safe_deploys(json.loads(SAFE_DEPLOYS.read_text())) + "\n"
     if NOTES.exists():
         text += "\n" + NOTES.read_text()
     RELIABILITY.write_text(text.rstrip("\n") + "\n")
@@ -69,8 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--only", help="comma-separated experiment numbers (default: all)")
     parser.add_argument("--render", action="store_true", help="only redo RELIABILITY.md")
+    parser.add_argument(
+        "--safe-deploys",
+        metavar="FILE",
+        help="publish the default scenario's safe-deploys figures (build/safe-deploys.json)"
+        " into chaos/safe-deploys.json, then redo RELIABILITY.md",
+    )
+    parser.add_argument(
+        "--commit", help="with --safe-deploys: the commit the figures were measured at"
+    )
     args = parser.parse_args(argv)
-    if args.render:
+    if args.safe_deploys:
+        published = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": args.commit or bundle_commit(),
+            "changes": json.loads(Path(args.safe_deploys).read_text()),
+        }
+        SAFE_DEPLOYS.write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")
+    if args.render or args.safe_deploys:
         write_report(json.loads(RESULTS.read_text()))
         return 0
 

@@ -182,3 +182,25 @@ def render(results: dict[str, Any]) -> str:
     lines += [f"| {k} | {v} |" for k, v in results["versions"].items()]
     lines += ["", METHOD]
     return "\n".join(lines)
+
+
+def render_safe_deploys(published: dict[str, Any]) -> str:
+    """The safe-deploys section: the default scenario's broken changes and their rollbacks."""
+    lines = [
+        "## Safe deploys: broken changes rolled back under a task stream",
+        "",
+        "From `molecule/default/tests/test_safe_deploys.py` (run by `make test`), published into",
+        "`chaos/safe-deploys.json` by `python -m chaos --safe-deploys build/safe-deploys.json`:",
+        f"run of {published['date']} at commit {published['commit']}. Each change went through a",
+        "full `ansible-playbook deploy.yml` while a plain Celery producer sent a task every 0.2 s;",
+        "the broken host was put back on its earlier release and configuration and the run stopped",
+        "before the next host.",
+        "",
+        "| broken change | tasks sent | lost | host down (s) | rollback (s) | deploy run (s) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    keys = ("tasks_sent", "tasks_lost", "host_down_seconds", "rollback_seconds", "deploy_seconds")
+    for name, fig in sorted(published["changes"].items()):
+        cells = ["-" if fig.get(key) is None else _fmt(fig[key]) for key in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ from chaos.accounting import (
     tally,
 )
 from chaos.lab import Flow
-from chaos.report import headline, render
+from chaos.report import headline, render, render_safe_deploys
 
 W1, W2 = "default@chaos-worker1", "default@chaos-worker2"
 
@@ -205,3 +205,24 @@ def test_a_failed_mode_switch_reports_the_playbook_error_line() -> None:
     assert _reason(tail) == "Unable to restart service celery-worker@default.service: Job failed."
     assert _reason("only this\n") == "only this"
     assert _reason("") == ""
+
+
+def test_the_safe_deploys_section_shows_every_change_and_its_losses() -> None:
+    published = {
+        "date": "2026-12-06 07:30 UTC",
+        "commit": "abc1234",
+        "changes": {
+            "release whose import fails": {
+                "tasks_sent": 306,
+                "tasks_lost": 0,
+                "host_down_seconds": 7.0,
+                "rollback_seconds": 5.9,
+                "deploy_seconds": 61.6,
+            },
+            "redis setting redis refuses": {"tasks_sent": 120, "tasks_lost": 2},
+        },
+    }
+    text = render_safe_deploys(published)
+    assert "run of 2026-12-06 07:30 UTC at commit abc1234" in text
+    assert "| release whose import fails | 306 | 0 | 7.0 | 5.9 | 61.6 |" in text
+    assert "| redis setting redis refuses | 120 | 2 | - | - | - |" in text
