@@ -17,8 +17,10 @@ PREFIX = "brokertest:"
 DB = 3  # apart from the session worker's databases
 RELIABLE = "rcbundle.transport:Transport"
 STOCK = "kombu.transport.redis:Transport"
-# A BRPOP timeout no test waits for: a message that arrives sooner was woken by a notification.
-LONG_POLL = 30
+# A BRPOP timeout no test waits for: a message that arrives sooner was woken by a notification
+# (the tests allow 3 s for that). A connection closed while its BRPOP is outstanding waits for
+# it to end, so each test that closes an idle consumer costs up to this much.
+LONG_POLL = 10
 
 
 def redis_url(server: RedisServer, db: int = DB) -> str:
