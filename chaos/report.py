@@ -194,9 +194,10 @@ def render_safe_deploys(published: dict[str, Any]) -> str:
         f"run of {published['date']} at commit {published['commit']}. Each change went through a",
         "full `ansible-playbook deploy.yml` while a plain Celery producer sent a task every 0.2 s;",
         "the broken host was put back on its earlier release and configuration and the run stopped",
-        "before the next host.",
+        "before the next host. The row `rollback playbook` is `playbooks/rollback.yml` taking both",
+        "worker hosts back, one at a time, to the release a good deploy had just replaced.",
         "",
-        "| broken change | tasks sent | lost | host down (s) | rollback (s) | deploy run (s) |",
+        "| change | tasks sent | lost | host down (s) | rollback (s) | deploy run (s) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     keys = ("tasks_sent", "tasks_lost", "host_down_seconds", "rollback_seconds", "deploy_seconds")

@@ -30,6 +30,7 @@ from conftest import REPO
 from testkit import molecule_inventory, on, playbook
 
 WORKER1, WORKER2, REDIS1 = "mol-default-worker1", "mol-default-worker2", "mol-default-redis1"
+WORKERS = (WORKER1, WORKER2)
 FIGURES = REPO / "build/safe-deploys.json"
 
 
@@ -197,6 +198,23 @@ def broken_change(
     return out
 
 
+def copy_of_the_app(tmp_path: Path) -> Path:
+    """The scenario's app, copied to change its code: a release of its own."""
+    app = tmp_path / "textstats"
+    shutil.copytree(
+        REPO / "tests/apps/textstats",
+        app,
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
+    return app
+
+
+def links(host: str) -> tuple[str, str]:
+    """The release a worker host runs and the one the last deploy replaced."""
+    current, previous = on(host, "readlink /opt/textstats/current /opt/textstats/previous").split()
+    return current, previous
+
+
 WORKER_UNITS = "systemctl show -p ActiveState --value 'celery-worker@*'"
 
 
@@ -225,12 +243,7 @@ def test_a_value_that_makes_the_nodes_exit_is_rolled_back(
 def test_a_release_whose_import_fails_is_rolled_back(
     client: Celery, figures: dict[str, Any], tmp_path: Path
 ) -> None:
-    app = tmp_path / "textstats"
-    shutil.copytree(
-        REPO / "tests/apps/textstats",
-        app,
-        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
-    )
+    app = copy_of_the_app(tmp_path)
     # The same dependencies, so the copied lock still holds; only the code breaks.
     (app / "src/textstats/broken.py").write_text(
         'raise RuntimeError("textstats.broken: refusing to import")\n'
@@ -276,4 +289,51 @@ def test_a_setting_redis_refuses_is_rolled_back(client: Celery, figures: dict[st
     assert "Rolled back: the earlier configuration is back and answers" in out
     # Redis failed before the workers' play: no worker host was touched.
     assert "PLAY [Celery workers]" not in out
+    unchanged_on_rerun()
+
+
+def test_the_rollback_playbook_goes_back_to_the_replaced_release(
+    client: Celery, figures: dict[str, Any], tmp_path: Path
+) -> None:
+    """playbooks/rollback.yml, as the README shows it: a dry run that names each host's switch
+    and changes nothing, then the switch under a stream, host by host, losing no task."""
+    first = {host: on(host, "readlink /opt/textstats/current").strip() for host in WORKERS}
+    app = copy_of_the_app(tmp_path)
+    (app / "src/textstats/revision.py").write_text('REVISION = "a second, good release"\n')
+    proc = deploy("-e", f"app_release_source_dir={app}")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    second = {host: links(host) for host in WORKERS}
+    for host in WORKERS:
+        assert second[host] != (first[host], first[host])
+        assert second[host][1] == first[host], "the deploy remembers the release it replaced"
+
+    proc = playbook("playbooks/rollback.yml", molecule_inventory(), "--check", "--diff")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for host in WORKERS:
+        assert links(host) == second[host], "a dry run changes nothing"
+        # The diff of each host's link: from the release it runs to the one it replaced.
+        for sign, release in (("-", second[host][0]), ("+", first[host])):
+            line = rf'^\{sign}\s+"?src"?: "?{re.escape(release)}"?,?$'
+            assert re.search(line, proc.stdout, re.M), proc.stdout[-3000:]
+
+    with Stream(client) as stream:
+        started = time.monotonic()
+        proc = playbook("playbooks/rollback.yml", molecule_inventory())
+        elapsed = time.monotonic() - started
+        time.sleep(2)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for host in WORKERS:
+        # Back on the first release; run again, it would go forward to the second.
+        assert links(host) == (first[host], second[host][0])
+    serves_every_queue(client)
+    lost = stream.lost()
+    figures["rollback playbook"] = {
+        "tasks_sent": len(stream.sent),
+        "tasks_lost": len(lost),
+        "sends_retried": stream.resends,
+        "rollback_seconds": round(elapsed, 1),
+    }
+    assert stream.sent, "the stream sent nothing"
+    assert lost == [], f"{len(lost)} of {len(stream.sent)} tasks lost"
+    # The inventory names the first release: a deploy finds the fleet as it would leave it.
     unchanged_on_rerun()
