@@ -109,6 +109,46 @@ def test_an_unchanged_host_reports_no_change() -> None:
     assert worker.celery_worker_restore(before, before)["write"] == []
 
 
+BEAT = "/etc/systemd/system/celery-beat.service"
+KEY = "/etc/textstats/tls/client.key"
+CERT = "/etc/textstats/tls/client.crt"
+
+
+def test_the_beat_unit_and_the_client_certificate_are_managed_files() -> None:
+    paths = [BEAT, KEY, CERT, "/etc/textstats/tls/ca.crt", "/etc/textstats/tls/other.pem"]
+    found = {"files": [{"path": path} for path in paths]}
+    assert worker.celery_worker_managed(found) == sorted(paths[:4])
+
+
+def test_restore_restarts_beat_with_the_nodes_and_stops_a_beat_this_run_added() -> None:
+    beat = "ExecStart=/opt/textstats/current/venv/bin/celery --app a:b beat --loglevel INFO\n"
+    before = files(**{DROPIN: dropin(), BEAT: beat, KEY: "old key\n"})
+    after = files(**{DROPIN: dropin(), BEAT: beat.replace("INFO", "DEBUG"), KEY: "new key\n"})
+    plan = worker.celery_worker_restore(before, after, release_changed=False)
+    assert sorted(entry["path"] for entry in plan["write"]) == [BEAT, KEY]
+    assert plan["restart"] == ["celery-beat.service", "celery-worker@default.service"]
+    assert plan["earlier"] == plan["restart"]
+    # A run that turned beat on, on a host that had none: beat stops and its unit goes.
+    plan = worker.celery_worker_restore(files(**{DROPIN: dropin()}), after)
+    assert plan["stop"] == ["celery-beat.service"]
+    assert BEAT in plan["remove"]
+
+
+def test_changes_name_beat_and_certificate_variables_and_never_quote_a_key() -> None:
+    beat = "ExecStart=/opt/textstats/current/venv/bin/celery --app a:b beat --loglevel INFO\n"
+    before = files(**{BEAT: beat, KEY: "-----BEGIN PRIVATE KEY-----\nold\n"})
+    after = files(
+        **{BEAT: beat.replace("INFO", "DEBUG"), KEY: "-----BEGIN PRIVATE KEY-----\nnew\n"}
+    )
+    text = "\n".join(worker.celery_worker_changes(before, after, "aaa", "aaa"))
+    assert "ExecStart --loglevel: INFO -> DEBUG (celery_worker_beat_loglevel)" in text
+    assert f"{KEY}: changed (the bundle's certificates step" in text
+    assert "PRIVATE KEY" not in text
+    added = worker.celery_worker_changes({}, files(**{BEAT: beat, CERT: "c"}), "aaa", "aaa")
+    assert f"{BEAT}: added (celery_worker_beat)" in added
+    assert f"{CERT}: added (celery_worker_redis_tls)" in added
+
+
 def _state(name: str, *state: str) -> dict[str, Any]:
     return {"item": {"name": name}, "stdout_lines": list(state)}
 

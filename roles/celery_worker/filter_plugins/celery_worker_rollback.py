@@ -18,12 +18,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
-# The files the role writes, by name: the app's config and environment under /etc/APP, the
-# unit template and each node's drop-in under /etc/systemd/system.
+# The files the role writes, by name: the app's config, environment and Redis client
+# certificate under /etc/APP, the unit template, each node's drop-in and the beat unit under
+# /etc/systemd/system.
 MANAGED = re.compile(
-    r".*/(config\.toml|celery\.env|celery-worker@\.service"
-    r"|celery-worker@[^/]+\.service\.d/instance\.conf)"
+    r".*/(config\.toml|celery\.env|tls/(ca\.crt|client\.crt|client\.key)|celery-worker@\.service"
+    r"|celery-worker@[^/]+\.service\.d/instance\.conf|celery-beat\.service)"
 )
+BEAT = "celery-beat.service"
 # Values never quoted in a message (the run's output is read by people and kept in CI logs).
 SECRET_KEYS = {"redis.password"}
 # What systemctl show --property=ActiveState,SubState says of a node that serves.
@@ -126,7 +128,7 @@ def celery_worker_restore(
         if after.get(path, {}).get("content") != entry["content"]
     ]
     added = sorted(set(after) - set(before))
-    earlier = [unit for p in sorted(before) if (unit := _unit(p))]
+    earlier = [unit for p in sorted(before) if (unit := _unit(p) or _beat(p))]
     down = {
         f"celery-worker@{s['item']['name']}.service"
         for s in states
@@ -136,7 +138,7 @@ def celery_worker_restore(
     return {
         "write": write,
         "remove": [_dropin_dir(p) or p for p in added],
-        "stop": [unit for p in added if (unit := _unit(p))],
+        "stop": [unit for p in added if (unit := _unit(p) or _beat(p))],
         "restart": [unit for unit in earlier if everything or unit in down],
         "earlier": earlier,
     }
@@ -162,7 +164,15 @@ def celery_worker_changes(
             continue
         if old is None or new is None:
             what = "added" if old is None else "removed"
-            feeds = "celery_worker_instances" if _unit(path) else "the role's templates"
+            feeds = (
+                "celery_worker_instances"
+                if _unit(path)
+                else "celery_worker_beat"
+                if _beat(path)
+                else "celery_worker_redis_tls"
+                if _tls(path)
+                else "the role's templates"
+            )
             changes.append(f"{path}: {what} ({feeds})")
             continue
         changes.extend(f"{path}: {line}" for line in _file_changes(path, old, new))
@@ -245,6 +255,15 @@ def _unit(path: str) -> str:
     return match.group(1) if match else ""
 
 
+def _beat(path: str) -> str:
+    """The beat unit's name for its unit file, else ''."""
+    return BEAT if path.endswith(f"/{BEAT}") else ""
+
+
+def _tls(path: str) -> bool:
+    return "/tls/" in path
+
+
 def _dropin_dir(path: str) -> str:
     return str(PurePosixPath(path).parent) if _unit(path) else ""
 
@@ -254,8 +273,16 @@ def _file_changes(path: str, old: str, new: str) -> list[str]:
         return _keyed_changes(_toml(old), _toml(new), _config_variable)
     if path.endswith("/instance.conf"):
         return _keyed_changes(_dropin(old), _dropin(new), _node_variable)
+    if _beat(path):
+        return _keyed_changes(_unit_settings(old), _unit_settings(new), _beat_variable)
     if path.endswith(".service"):
         return _keyed_changes(_unit_settings(old), _unit_settings(new), _unit_variable)
+    if _tls(path):
+        # Never quoted: a key, or a certificate the certificates step (or a file variable) gave.
+        return [
+            "changed (the bundle's certificates step, or celery_worker_redis_tls_ca_cert_file,"
+            " celery_worker_redis_tls_cert_file, celery_worker_redis_tls_key_file)"
+        ]
     return ["changed (the role's environment template)"]
 
 
@@ -359,6 +386,12 @@ def _unit_settings(text: str) -> dict[str, str]:
 
 def _unit_variable(key: str) -> str:
     return UNIT_KEYS.get(key, "the role's unit template (a bundle upgrade)")
+
+
+def _beat_variable(key: str) -> str:
+    if key == "ExecStart --loglevel":
+        return "celery_worker_beat_loglevel"
+    return _unit_variable(key)
 
 
 class FilterModule:
