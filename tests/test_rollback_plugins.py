@@ -241,7 +241,7 @@ def test_redis_restore_restarts_what_is_down_or_changed_and_probes_its_old_addre
     ]
     plan = redis.redis_restore(before, after, states)
     assert [entry["path"] for entry in plan["write"]] == [REDIS_CONF]
-    assert plan["restart"] == ["redis-server"]  # the results instance keeps serving
+    assert plan["restart"] == ["redis-server"]  # the results server keeps serving
     assert plan["probe"] == [
         {"unit": "redis-server", "address": "127.0.0.1", "port": "6379", "tls": False}
     ]
@@ -295,7 +295,7 @@ def test_redis_message_quotes_redis_and_the_probe() -> None:
                 "stdout_lines": ["# Could not create server TCP listening socket 192.0.2.1:6379"],
             }
         ],
-        "failed_task": "Restart changed Redis instances",
+        "failed_task": "Restart changed Redis servers",
         "failed_msg": "x",
         "checks": [{"item": {"unit": "redis-server"}, "stdout": "PONG"}],
     }

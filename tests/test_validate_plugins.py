@@ -234,6 +234,14 @@ NAME_CASES: list[tuple[str, list[str], list[str]]] = [
         ],
     ),
     (
+        "a renamed variable",
+        ["redis_results_instance"],
+        [
+            "redis_results_instance is no longer a variable (it was renamed: use"
+            " redis_results_server). Fix its name in the inventory, or remove it."
+        ],
+    ),
+    (
         "no close match",
         ["redis_frobnicate"],
         [
