@@ -45,7 +45,7 @@ WORKER: dict[str, Any] = {
     "celery_worker_visibility_timeout": 3600,
     "celery_worker_prefetch_multiplier": 1,
     "celery_worker_instances": [{"name": "default"}],
-    "__celery_worker_instances": [{"name": "default"}],
+    "__celery_worker_nodes": [{"name": "default"}],
     "celery_worker_serial": 1,
 }
 
@@ -231,14 +231,14 @@ WORKER_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     (
         "no instances",
-        {"celery_worker_instances": [], "__celery_worker_instances": []},
+        {"celery_worker_instances": [], "__celery_worker_nodes": []},
         ["celery_worker_instances is empty: a worker host needs at least one instance."],
     ),
     (
         "duplicate instance names",
         {
             "celery_worker_instances": [{"name": "a"}, {"name": "a"}],
-            "__celery_worker_instances": [{"name": "a"}, {"name": "b"}],
+            "__celery_worker_nodes": [{"name": "a"}, {"name": "b"}],
         },
         ["celery_worker_instances has duplicate names: ['a', 'a']."],
     ),
@@ -246,7 +246,7 @@ WORKER_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         "node names collide",
         {
             "celery_worker_instances": [{"name": "a", "nodes": 2}, {"name": "a-2"}],
-            "__celery_worker_instances": [{"name": "a"}, {"name": "a-2"}, {"name": "a-2"}],
+            "__celery_worker_nodes": [{"name": "a"}, {"name": "a-2"}, {"name": "a-2"}],
         },
         [
             "celery_worker_instances: two worker nodes share a name (['a', 'a-2', 'a-2']); node N"
