@@ -32,7 +32,7 @@ def worker_config(
 ) -> dict[str, Any]:
     """HOST's config file as data, for the controller: Redis at 127.0.0.1:port.
 
-    result_port: the results instance's published port, when the file names one of its own
+    result_port: the results server's published port, when the file names one of its own
     (0: the broker's). pki: the bundle's PKI directory on the controller, when the file turns
     TLS on: the controller then presents HOST's own certificate from it.
     """
@@ -40,7 +40,7 @@ def worker_config(
     redis = data["redis"]
     if (redis.get("result_host") or redis.get("result_port")) and not result_port:
         raise ValueError(
-            f"{host}:{path} names a separate results instance: give its published result_port"
+            f"{host}:{path} names a separate results server: give its published result_port"
         )
     redis.update(host="127.0.0.1", port=port)
     if result_port:

@@ -63,6 +63,16 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[str], list[str]]] = 
         ],
     ),
     (
+        "the renamed results switch",
+        {"redis_results_instance": True},
+        {},
+        [],
+        [
+            "redis_results_instance is no longer a variable (it was renamed: use"
+            " redis_results_server)."
+        ],
+    ),
+    (
         "a redis variable of the wrong type on a worker host",
         {},
         {"redis_port": "6379"},

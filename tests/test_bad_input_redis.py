@@ -107,14 +107,14 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["redis_notify_keyspace_events (Klq)", "for example Kl"],
     ),
     (
-        "results instance on the broker's port",
-        {"redis_results_instance": True, "redis_results_port": 6379},
+        "results server on the broker's port",
+        {"redis_results_server": True, "redis_results_port": 6379},
         ["redis_results_port", "other than redis_port"],
     ),
     (
-        "broker and results instances larger than the host's RAM together",
+        "broker and results servers larger than the host's RAM together",
         {
-            "redis_results_instance": True,
+            "redis_results_server": True,
             "redis_maxmemory_mb": None,
             "redis_maxmemory_percent": 80,
             "redis_results_maxmemory_mb": None,
@@ -124,7 +124,7 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     (
         "unknown results policy",
-        {"redis_results_instance": True, "redis_results_maxmemory_policy": "lru"},
+        {"redis_results_server": True, "redis_results_maxmemory_policy": "lru"},
         ["redis_results_maxmemory_policy", "allkeys-lru"],
     ),
     (

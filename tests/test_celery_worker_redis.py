@@ -45,7 +45,7 @@ def test_a_server_at_the_redis_roles_defaults() -> None:
     }
 
 
-def test_acl_tls_and_a_results_instance_follow_the_server() -> None:
+def test_acl_tls_and_a_results_server_follow_the_redis_host() -> None:
     server = {
         "redis_password": "admin-pw",
         "redis_auth_mode": "acl",
@@ -54,7 +54,7 @@ def test_acl_tls_and_a_results_instance_follow_the_server() -> None:
         "redis_acl_key_prefix": "shop:",
         "redis_acl_celery_broker_db": 2,
         "redis_port": 7000,
-        "redis_results_instance": True,
+        "redis_results_server": True,
         "redis_results_port": 7001,
         "redis_tls": True,
         "redis_tls_source": "files",
@@ -179,7 +179,7 @@ def test_an_inventory_that_sets_only_the_servers_switches_passes(tmp_path: Path)
         "redis_acl_celery_password": "test-only-celery-0123456789",
         "redis_acl_monitor_password": "test-only-monitor-0123456789",
         "redis_tls": True,
-        "redis_results_instance": True,
+        "redis_results_server": True,
     }
     proc = run_validation(write_inventory(tmp_path, redis_vars, {}, 0))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

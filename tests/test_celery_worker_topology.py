@@ -163,7 +163,7 @@ def test_missing_defaults_are_named() -> None:
 
 def test_vars_main_passes_every_default() -> None:
     role_vars = yaml.safe_load(VARS_MAIN)
-    mapping = role_vars["__celery_worker_instance_defaults"]
+    mapping = role_vars["__celery_worker_entry_defaults"]
     assert list(mapping) == list(DEFAULT_KEYS)
     # Each key from its variable, except queues: unset, they derive from the routes.
     expected = {key: f"{{{{ celery_worker_{key} }}}}" for key in DEFAULT_KEYS}

@@ -14,8 +14,10 @@ sys.path.insert(0, str(REPO / "roles/redis/filter_plugins"))
 import celery_worker_rollback as worker  # the roles' plugins, not installed modules
 import redis_rollback as redis
 
-DROPIN = "/etc/systemd/system/celery-worker@default.service.d/instance.conf"
-DROPIN2 = "/etc/systemd/system/celery-worker@io.service.d/instance.conf"
+DROPIN = "/etc/systemd/system/celery-worker@default.service.d/node.conf"
+DROPIN2 = "/etc/systemd/system/celery-worker@io.service.d/node.conf"
+# The drop-in's name in earlier bundle releases.
+OLD_DROPIN = "/etc/systemd/system/celery-worker@default.service.d/instance.conf"
 UNIT = "/etc/systemd/system/celery-worker@.service"
 CONFIG = "/etc/textstats/config.toml"
 
@@ -48,10 +50,12 @@ def test_snapshot_reads_a_find_and_a_slurp() -> None:
     found = {
         "files": [
             {"path": CONFIG, "mode": "0640", "pw_name": "root", "gr_name": "textstats"},
-            {"path": "/etc/systemd/system/multi-user.target.wants/instance.conf"},
+            {"path": "/etc/systemd/system/multi-user.target.wants/node.conf"},
         ]
     }
     assert worker.celery_worker_managed(found) == [CONFIG]
+    drop_ins = {"files": [{"path": DROPIN}, {"path": OLD_DROPIN}, {"path": DROPIN + ".bak"}]}
+    assert worker.celery_worker_managed(drop_ins) == [OLD_DROPIN, DROPIN]
     slurped = {
         "results": [
             {"item": CONFIG, "content": base64.b64encode(b"x = 1\n").decode()},
@@ -72,6 +76,17 @@ def test_restore_writes_back_what_changed_and_removes_what_the_run_added() -> No
     assert plan["remove"] == ["/etc/systemd/system/celery-worker@io.service.d"]
     assert plan["stop"] == ["celery-worker@io.service"]
     assert plan["restart"] == ["celery-worker@default.service"]
+
+
+def test_restore_after_the_drop_in_was_renamed_puts_the_old_name_back() -> None:
+    # This release's first run on a host of an earlier one: instance.conf became node.conf.
+    before = files(**{OLD_DROPIN: dropin(), CONFIG: config()})
+    after = files(**{DROPIN: dropin(), CONFIG: config()})
+    plan = worker.celery_worker_restore(before, after)
+    assert [entry["path"] for entry in plan["write"]] == [OLD_DROPIN]
+    assert plan["remove"] == [DROPIN]  # the file: the node and its directory stay
+    assert plan["stop"] == []
+    assert plan["restart"] == plan["earlier"] == ["celery-worker@default.service"]
 
 
 def test_restore_restarts_only_the_nodes_that_are_down_when_nothing_goes_back() -> None:
@@ -101,6 +116,20 @@ def test_changes_name_the_variable_and_hide_the_password() -> None:
     assert "redis.password changed (celery_worker_redis_password)" in text
     assert "an-0ther-passw0rd" not in text
     assert "s3cret" not in text
+
+
+def test_a_renamed_drop_in_is_reported_as_one_change() -> None:
+    before = files(**{OLD_DROPIN: dropin(), CONFIG: config()})
+    same = files(**{DROPIN: dropin(), CONFIG: config()})
+    assert worker.celery_worker_changes(before, same, "aaa", "aaa") == [
+        f"{OLD_DROPIN}: renamed node.conf (a bundle upgrade)"
+    ]
+    bigger = files(**{DROPIN: dropin("8M"), CONFIG: config()})
+    assert worker.celery_worker_changes(before, bigger, "aaa", "aaa") == [
+        f"{OLD_DROPIN}: renamed node.conf (a bundle upgrade)",
+        f"{DROPIN}: MemoryMax: infinity -> 8M (celery_worker_memory_max, or memory_max in the"
+        " node's entry of celery_worker_instances)",
+    ]
 
 
 def test_an_unchanged_host_reports_no_change() -> None:
@@ -241,7 +270,7 @@ def test_redis_restore_restarts_what_is_down_or_changed_and_probes_its_old_addre
     ]
     plan = redis.redis_restore(before, after, states)
     assert [entry["path"] for entry in plan["write"]] == [REDIS_CONF]
-    assert plan["restart"] == ["redis-server"]  # the results instance keeps serving
+    assert plan["restart"] == ["redis-server"]  # the results server keeps serving
     assert plan["probe"] == [
         {"unit": "redis-server", "address": "127.0.0.1", "port": "6379", "tls": False}
     ]
@@ -295,7 +324,7 @@ def test_redis_message_quotes_redis_and_the_probe() -> None:
                 "stdout_lines": ["# Could not create server TCP listening socket 192.0.2.1:6379"],
             }
         ],
-        "failed_task": "Restart changed Redis instances",
+        "failed_task": "Restart changed Redis servers",
         "failed_msg": "x",
         "checks": [{"item": {"unit": "redis-server"}, "stdout": "PONG"}],
     }

@@ -89,7 +89,7 @@ def test_tls_uses_the_hosts_certificate_from_the_pki(
 
 @pytest.mark.parametrize(
     ("tls", "result_port", "message"),
-    [(False, 6380, "separate results instance"), (True, 0, "turns TLS on")],
+    [(False, 6380, "separate results server"), (True, 0, "turns TLS on")],
 )
 def test_what_the_controller_cannot_reach_is_refused(
     monkeypatch: pytest.MonkeyPatch,

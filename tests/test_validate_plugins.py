@@ -234,6 +234,14 @@ NAME_CASES: list[tuple[str, list[str], list[str]]] = [
         ],
     ),
     (
+        "a renamed variable",
+        ["redis_results_instance"],
+        [
+            "redis_results_instance is no longer a variable (it was renamed: use"
+            " redis_results_server). Fix its name in the inventory, or remove it."
+        ],
+    ),
+    (
         "no close match",
         ["redis_frobnicate"],
         [
@@ -254,7 +262,7 @@ NAME_CASES: list[tuple[str, list[str], list[str]]] = [
             "redis",
             "redis_",
             "__redis_config",
-            "__celery_worker_instances",
+            "__celery_worker_nodes",
             "redis__live",
             "celery_worker__fleet",
             "app_release__build",
@@ -420,7 +428,7 @@ def test_fleet_filter_reads_the_groups() -> None:
 
 # --- worker instances ----------------------------------------------------------------------
 
-# One node of __celery_worker_instances (roles/celery_worker/vars/main.yml), as the role's
+# One node of __celery_worker_nodes (roles/celery_worker/vars/main.yml), as the role's
 # defaults expand an instance on a host of one vCPU.
 NODE: dict[str, Any] = {
     "name": "cpu",

@@ -45,7 +45,7 @@ WORKER: dict[str, Any] = {
     "celery_worker_visibility_timeout": 3600,
     "celery_worker_prefetch_multiplier": 1,
     "celery_worker_instances": [{"name": "default"}],
-    "__celery_worker_instances": [{"name": "default"}],
+    "__celery_worker_nodes": [{"name": "default"}],
     "celery_worker_serial": 1,
 }
 
@@ -231,14 +231,14 @@ WORKER_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ),
     (
         "no instances",
-        {"celery_worker_instances": [], "__celery_worker_instances": []},
+        {"celery_worker_instances": [], "__celery_worker_nodes": []},
         ["celery_worker_instances is empty: a worker host needs at least one instance."],
     ),
     (
         "duplicate instance names",
         {
             "celery_worker_instances": [{"name": "a"}, {"name": "a"}],
-            "__celery_worker_instances": [{"name": "a"}, {"name": "b"}],
+            "__celery_worker_nodes": [{"name": "a"}, {"name": "b"}],
         },
         ["celery_worker_instances has duplicate names: ['a', 'a']."],
     ),
@@ -246,7 +246,7 @@ WORKER_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         "node names collide",
         {
             "celery_worker_instances": [{"name": "a", "nodes": 2}, {"name": "a-2"}],
-            "__celery_worker_instances": [{"name": "a"}, {"name": "a-2"}, {"name": "a-2"}],
+            "__celery_worker_nodes": [{"name": "a"}, {"name": "a-2"}, {"name": "a-2"}],
         },
         [
             "celery_worker_instances: two worker nodes share a name (['a', 'a-2', 'a-2']); node N"
@@ -371,7 +371,7 @@ REDIS: dict[str, Any] = {
     "redis_maxmemory_percent": 50,
     "redis_maxmemory_policy": "noeviction",
     "redis_holds_broker": True,
-    "redis_results_instance": False,
+    "redis_results_server": False,
     "redis_results_port": 6380,
     "redis_results_maxmemory_mb": None,
     "redis_results_maxmemory_percent": 20,
@@ -384,7 +384,7 @@ ACL = {
     "redis_acl_celery_password": "test-only-celery-0123456789",
     "redis_acl_monitor_password": "test-only-monitor-0123456789",
 }
-RESULTS = {"redis_results_instance": True}
+RESULTS = {"redis_results_server": True}
 TLS_MISSING = (
     "redis_tls is on but the certificates cannot be found. With redis_tls_source: files, set"
     " redis_tls_ca_cert_file, redis_tls_cert_file and redis_tls_key_file to existing files on the"
@@ -469,37 +469,37 @@ REDIS_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ],
     ),
     (
-        "both instances beyond the RAM, derived",
+        "both servers beyond the RAM, derived",
         RESULTS | {"redis_maxmemory_percent": 80, "redis_results_maxmemory_percent": 30},
         [
             "redis_maxmemory_mb (1600) plus redis_results_maxmemory_mb (600) is not below this"
-            " host's RAM (2000 MiB): with redis_results_instance both instances share the host."
+            " host's RAM (2000 MiB): with redis_results_server both servers share the host."
             " Lower one of them (or their _percent)."
         ],
     ),
     (
-        "both instances beyond the RAM, set",
+        "both servers beyond the RAM, set",
         RESULTS | {"redis_maxmemory_mb": 1500, "redis_results_maxmemory_mb": 500},
         [
             "redis_maxmemory_mb (1500) plus redis_results_maxmemory_mb (500) is not below this"
-            " host's RAM (2000 MiB): with redis_results_instance both instances share the host."
+            " host's RAM (2000 MiB): with redis_results_server both servers share the host."
             " Lower one of them (or their _percent)."
         ],
     ),
     (
-        "the same sizes without a results instance",
+        "the same sizes without a results server",
         {"redis_maxmemory_mb": 1500, "redis_results_maxmemory_mb": 500},
         [],
     ),
     (
-        "results instance on the broker's port",
+        "results server on the broker's port",
         RESULTS | {"redis_results_port": 6379},
         [
             "redis_results_port (6379) must be a port between 1 and 65535 other than redis_port"
-            " (6379): the results instance listens beside the broker."
+            " (6379): the results server listens beside the broker."
         ],
     ),
-    ("results port unused without the instance", {"redis_results_port": 6379}, []),
+    ("results port unused without the server", {"redis_results_port": 6379}, []),
     (
         "one database",
         {"redis_databases": 1},
@@ -514,14 +514,14 @@ REDIS_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         "evicting policy on the broker",
         {"redis_maxmemory_policy": "allkeys-lru"},
         [
-            "redis_maxmemory_policy is allkeys-lru but this instance holds the Celery broker"
+            "redis_maxmemory_policy is allkeys-lru but this server holds the Celery broker"
             " (redis_holds_broker: true). An evicting policy deletes queued tasks while reporting"
             " success. Use noeviction, or set redis_holds_broker: false on a results-only"
-            " instance."
+            " server."
         ],
     ),
     (
-        "evicting policy on a results-only instance",
+        "evicting policy on a results-only server",
         {"redis_maxmemory_policy": "allkeys-lru", "redis_holds_broker": False},
         [],
     ),

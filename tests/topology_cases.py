@@ -1,7 +1,7 @@
 """Inputs for the celery_worker role's worker topology, and how their outputs were frozen.
 
-roles/celery_worker/vars/main.yml defined ``__celery_worker_instances`` as a Jinja
-program until commit 705a43b; the filter plugin
+roles/celery_worker/vars/main.yml defined the nodes (then ``__celery_worker_instances``,
+now ``__celery_worker_nodes``) as a Jinja program until commit 705a43b; the filter plugin
 roles/celery_worker/filter_plugins/celery_worker_topology.py replaced it, with the same
 output for every input. tests/celery_worker_topology.json holds CASES with the output
 the Jinja program gave each one, rendered by Ansible's Templar:
@@ -234,15 +234,20 @@ def role_variables(vars_text: str, case_vars: dict[str, Any], vcpus: int | None)
     return {**defaults, **release, **case_vars, **role_vars, "ansible_facts": facts}
 
 
-def render(vars_text: str, case_vars: dict[str, Any], vcpus: int | None) -> Any:  # noqa: ANN401
-    """``__celery_worker_instances`` as Ansible templates it from vars_text (a vars/main.yml)."""
+def render(
+    vars_text: str,
+    case_vars: dict[str, Any],
+    vcpus: int | None,
+    variable: str = "__celery_worker_nodes",
+) -> Any:  # noqa: ANN401
+    """The nodes (variable) as Ansible templates them from vars_text (a vars/main.yml)."""
     from ansible.parsing.dataloader import DataLoader
     from ansible.plugins.loader import add_all_plugin_dirs
     from ansible.template import Templar, trust_as_template
 
     add_all_plugin_dirs(str(ROLE))  # what loading the role does: its filter_plugins
     templar = Templar(loader=DataLoader(), variables=role_variables(vars_text, case_vars, vcpus))
-    return templar.template(trust_as_template("{{ __celery_worker_instances }}"))
+    return templar.template(trust_as_template("{{ " + variable + " }}"))
 
 
 def as_rows(nodes: list[dict[str, Any]]) -> list[list[Any]]:
@@ -265,7 +270,9 @@ def freeze(revision: str) -> None:
     for case_id, case_vars, vcpus in CASES:
         entry: dict[str, Any] = {"id": case_id, "vars": case_vars, "vcpus": vcpus}
         try:
-            entry["nodes"] = as_rows(json.loads(json.dumps(render(old, case_vars, vcpus))))
+            # The old program's name for the nodes.
+            nodes = render(old, case_vars, vcpus, "__celery_worker_instances")
+            entry["nodes"] = as_rows(json.loads(json.dumps(nodes)))
         except Exception as exc:  # frozen as the case's outcome
             entry["error"] = str(exc).splitlines()[0]
         frozen.append(entry)

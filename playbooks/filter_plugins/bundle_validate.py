@@ -31,8 +31,8 @@ ROLES_DIR = Path(__file__).resolve().parents[2] / "roles"
 # tests/test_validate_plugins.py checks that each is still set by its role.
 PUBLISHED_FACTS = frozenset({"app_release_current", "pki_issued"})
 
-# Variables of roles the bundle no longer has, and what took their place: an
-# inventory that still sets one would otherwise lose the setting without a word.
+# Variables the bundle no longer has (a retired role's, or renamed), and what took their
+# place: an inventory that still sets one would otherwise lose the setting without a word.
 _BEAT = "the celery_beat role became part of celery_worker, which runs beat on its host"
 RETIRED = {
     "celery_beat_enabled": f"{_BEAT}; put the beat host in group celery_beat",
@@ -40,6 +40,7 @@ RETIRED = {
     "celery_beat_app_name": f"{_BEAT}; use celery_worker_app_name",
     "celery_beat_app_module": f"{_BEAT}; use celery_worker_app_module",
     "celery_beat_release": f"{_BEAT}; use celery_worker_release",
+    "redis_results_instance": "it was renamed: use redis_results_server",
 }
 
 # The argument spec types whose values an inventory can get wrong in a way
@@ -213,7 +214,7 @@ def unknown_variables(variables: Iterable[str], roles: Mapping[str, Options]) ->
     """Messages for the variables named like a role's but declared by no role.
 
     A misspelt name is otherwise silently ignored and the role's default used; so
-    is one of a retired role (RETIRED), whose message names what replaced it.
+    is a retired or renamed one (RETIRED), whose message names what replaced it.
     Names whose part after the prefix starts with _ are the roles' own
     (__redis_..., redis__... registered results, celery_worker__fleet).
     """

@@ -217,12 +217,12 @@ def test_urls_point_at_broker_and_result_databases() -> None:
     assert conf["result_backend"] == "redis://:secret@redis1:6379/1"
 
 
-def test_results_can_live_in_their_own_instance() -> None:
+def test_results_can_live_in_their_own_server() -> None:
     data = with_value(with_value(MINIMAL, "redis.result_host", "redis2"), "redis.result_port", 6380)
     conf = celery_config(parse_settings(data))
     assert conf["broker_url"] == "redis://:secret@redis1:6379/0"
     assert conf["result_backend"] == "redis://:secret@redis2:6380/1"
-    # A port alone: the same host, another instance.
+    # A port alone: the same host, another server.
     conf = celery_config(parse_settings(with_value(MINIMAL, "redis.result_port", 6380)))
     assert conf["result_backend"] == "redis://:secret@redis1:6380/1"
     params = _backend_params(conf)

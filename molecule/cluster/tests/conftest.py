@@ -78,8 +78,8 @@ def active(host: str, unit: str) -> bool:
     return on(host, f"systemctl is-active {unit} || true").strip() == "active"
 
 
-def deployed_instances(host: str) -> set[str]:
-    """The worker instances the role has set up on the host (one drop-in directory each)."""
+def deployed_nodes(host: str) -> set[str]:
+    """The worker nodes the role has set up on the host (one drop-in directory each)."""
     out = on(host, "ls -d /etc/systemd/system/celery-worker@*.service.d 2>/dev/null || true")
     return {line.split("@", 1)[1].removesuffix(".service.d") for line in out.split()}
 
@@ -122,8 +122,9 @@ def client(controller_config: Path) -> Iterator[Celery]:
 def _cpu_host_as_declared(*, running: bool) -> None:
     """worker2 has its inventory's instances set up (and, with running, active): an earlier
     run's decommission is undone by a deploy limited to it, a drain by starting the units."""
+    # Each of the scenario's instances sets its concurrency: one node, named as the instance.
     declared = {i["name"] for i in instances(CPU_HOST)}
-    if deployed_instances(CPU_HOST) != declared:
+    if deployed_nodes(CPU_HOST) != declared:
         assert_ok(deploy("deploy.yml", "--limit", CPU_HOST))
     elif running:
         units = " ".join(f"celery-worker@{name}" for name in sorted(declared))

@@ -20,7 +20,7 @@ SCENARIO = Path(__file__).resolve().parents[1]
 # The bundle's CA and certificates on the controller: the pki role's pki_dir at its default.
 PKI = REPO / "build/pki"
 # Redis's TLS ports as published on the controller's loopback by molecule.yml:
-# the broker's instance (6379) and the results instance (6380).
+# the broker's server (6379) and the results server (6380).
 CONTROLLER_PORT = 16391
 RESULTS_CONTROLLER_PORT = 16392
 BROKER_PORT = 6379

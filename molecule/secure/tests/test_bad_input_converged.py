@@ -35,7 +35,7 @@ ONE_OF_EACH_KIND = {
     "bind entry that is not an IP address",
     "queue name with a space",
     "maxmemory larger than the host's RAM",
-    "broker and results instances larger than the host's RAM together",
+    "broker and results servers larger than the host's RAM together",
     "TLS certificate file missing",
     "acl mode without the Celery user's password",
     "acl command that is not a command name",

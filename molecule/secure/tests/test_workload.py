@@ -55,7 +55,7 @@ def test_workers_use_tls_and_the_celery_user(host: testinfra.host.Host) -> None:
     conf = worker.file("/etc/taskapp/config.toml")
     assert 'username = "celery"' in conf.content_string
     assert "enabled = true" in conf.content_string
-    # The results instance's port follows from the Redis host's inventory.
+    # The results server's port follows from the Redis host's inventory.
     assert f"result_port = {RESULTS_PORT}" in conf.content_string
     assert worker.file("/etc/taskapp/tls/client.key").mode == 0o640
 
@@ -92,7 +92,7 @@ def count_keys(host: testinfra.host.Host, secrets: Secrets, port: int, pattern: 
     return len(out.split())
 
 
-def test_results_are_stored_in_the_results_instance(
+def test_results_are_stored_in_the_results_server(
     host: testinfra.host.Host, secrets: Secrets
 ) -> None:
     # Runs after the workload above (tests run in file order).

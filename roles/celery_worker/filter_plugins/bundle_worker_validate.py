@@ -46,7 +46,7 @@ def _list(value: object) -> str:
 
 
 def node_errors(node: Mapping[str, Any], visibility_timeout: object) -> list[str]:
-    """What is wrong with one expanded node of __celery_worker_instances."""
+    """What is wrong with one expanded node of __celery_worker_nodes."""
     pool = node.get("pool")
     concurrency = node.get("concurrency")
     autoscale = node.get("autoscale") or []
@@ -119,7 +119,7 @@ def node_errors(node: Mapping[str, Any], visibility_timeout: object) -> list[str
 def bundle_worker_instance_errors(
     nodes: Sequence[Mapping[str, Any]], visibility_timeout: object
 ) -> list[str]:
-    """Filter: __celery_worker_instances | bundle_worker_instance_errors(visibility timeout).
+    """Filter: __celery_worker_nodes | bundle_worker_instance_errors(visibility timeout).
 
     One message per problem of an instance, named by the instance: the nodes of
     one instance share its settings, so each problem is reported once.
@@ -238,7 +238,7 @@ def _beat_errors(v: Mapping[str, Any]) -> list[str]:
 def settings_errors(v: Mapping[str, Any]) -> list[str]:
     """Messages for the role's host-wide settings (v: the host's variables, by name).
 
-    __celery_worker_instances (vars/main.yml) is the instances expanded into their nodes.
+    __celery_worker_nodes (vars/main.yml) is the instances expanded into their nodes.
     """
     release = v.get("celery_worker_release")
     group = v.get("celery_worker_redis_group")
@@ -252,7 +252,7 @@ def settings_errors(v: Mapping[str, Any]) -> list[str]:
     visibility = v.get("celery_worker_visibility_timeout")
     prefetch = v.get("celery_worker_prefetch_multiplier")
     instances = v.get("celery_worker_instances")
-    node_names = _names(v.get("__celery_worker_instances"))
+    node_names = _names(v.get("__celery_worker_nodes"))
     serial = v.get("celery_worker_serial", 1)
     kept = v.get("celery_worker_releases_kept", 3)
     errors: list[str] = []

@@ -3,7 +3,7 @@
 The one place where the bundle wires the two sides together: the celery_worker role's defaults
 (celery_worker_redis_host, _port, _password, _tls ...) call celery_worker_redis_setting, so an
 inventory sets each switch once, for the Redis hosts (redis_auth_mode, redis_tls,
-redis_results_instance, redis_port ...), and the workers follow. A value the inventory does not
+redis_results_server, redis_port ...), and the workers follow. A value the inventory does not
 set on the Redis host is the redis role's own default, read from its argument spec (role
 defaults are not part of another host's hostvars).
 
@@ -57,7 +57,7 @@ SETTINGS: dict[str, Callable[[_Server, str], object]] = {
     "host": lambda server, name: name,
     "port": lambda server, name: server["redis_port"],
     "result_port": lambda server, name: (
-        server["redis_results_port"] if server["redis_results_instance"] else None
+        server["redis_results_port"] if server["redis_results_server"] else None
     ),
     "broker_db": lambda server, name: server["redis_acl_celery_broker_db"],
     "username": lambda server, name: server["redis_acl_celery_user"] if server.acl else "",

@@ -20,12 +20,15 @@ from typing import Any
 
 # The files the role writes, by name: the app's config, environment and Redis client
 # certificate under /etc/APP, the unit template, each node's drop-in and the beat unit under
-# /etc/systemd/system.
+# /etc/systemd/system. A node's drop-in is node.conf; instance.conf was its name in earlier
+# bundle releases, kept here so that a rollback of this release's first run puts it back.
 MANAGED = re.compile(
     r".*/(config\.toml|celery\.env|tls/(ca\.crt|client\.crt|client\.key)|celery-worker@\.service"
-    r"|celery-worker@[^/]+\.service\.d/instance\.conf|celery-beat\.service)"
+    r"|celery-worker@[^/]+\.service\.d/(node|instance)\.conf|celery-beat\.service)"
 )
 BEAT = "celery-beat.service"
+# A node's drop-in: its unit, its file name.
+DROPIN = re.compile(r"/(celery-worker@[^/]+\.service)\.d/(node|instance)\.conf$")
 # Values never quoted in a message (the run's output is read by people and kept in CI logs).
 SECRET_KEYS = {"redis.password"}
 # What systemctl show --property=ActiveState,SubState says of a node that serves.
@@ -56,7 +59,7 @@ CONFIG_PREFIXES = {
     "celery.task_routes.": "celery_worker_task_routes (or the app's own routes)",
     "celery.beat_schedule.": "celery_worker_beat_schedule",
 }
-# A node's drop-in (templates/.../instance.conf.j2): celery worker flags and unit settings, each
+# A node's drop-in (templates/.../node.conf.j2): celery worker flags and unit settings, each
 # from a host-wide variable or the key of the same name in the node's celery_worker_instances
 # entry.
 NODE_SETTINGS = {
@@ -118,27 +121,36 @@ def celery_worker_restore(
     release_changed: bool = True,
 ) -> dict[str, list[Any]]:
     """What puts the host back: write (the earlier files that differ or went away), remove (files
-    this run added: a new node's drop-in, as its directory), stop (the nodes this run added),
-    restart (the earlier nodes: all of them when a file or the release goes back, else only
-    those that are down; states are systemctl show readings of this run's nodes), and earlier
-    (every earlier node, each checked once the host is back)."""
+    this run added: a new node's drop-in as its directory, an earlier node's renamed drop-in as
+    the file), stop (the units this run added: new nodes, beat), restart (the earlier units: all
+    of them when a file or the release goes back, else only the nodes that are down; states are
+    systemctl show readings of this run's nodes), and earlier (every earlier unit, each checked
+    once the host is back)."""
     write = [
         {"path": path, **entry}
         for path, entry in sorted(before.items())
         if after.get(path, {}).get("content") != entry["content"]
     ]
     added = sorted(set(after) - set(before))
-    earlier = [unit for p in sorted(before) if (unit := _unit(p) or _beat(p))]
+    earlier = list(dict.fromkeys(unit for p in sorted(before) if (unit := _unit(p) or _beat(p))))
+    # The units this run added (a node's drop-in, the beat unit); an earlier node whose drop-in
+    # this run only renamed (instance.conf to node.conf) is not one of them.
+    new_units = [
+        unit
+        for unit in dict.fromkeys(_unit(p) or _beat(p) for p in added)
+        if unit and unit not in earlier
+    ]
     down = {
         f"celery-worker@{s['item']['name']}.service"
         for s in states
         if s.get("stdout_lines") != SERVING
     }
     everything = bool(write or added or release_changed)
+    remove = [_dropin_dir(p) if _unit(p) in new_units else p for p in added]
     return {
         "write": write,
-        "remove": [_dropin_dir(p) or p for p in added],
-        "stop": [unit for p in added if (unit := _unit(p) or _beat(p))],
+        "remove": list(dict.fromkeys(remove)),
+        "stop": new_units,
         "restart": [unit for unit in earlier if everything or unit in down],
         "earlier": earlier,
     }
@@ -157,7 +169,17 @@ def celery_worker_changes(
             f"release: {release_before or '(none)'} -> {release_after} (the app built from"
             " app_release_source_dir: its code, its pyproject.toml or its lock)"
         )
+    renamed = _renamed_dropins(before, after)
     for path in sorted(set(before) | set(after)):
+        if path in renamed.values():
+            continue
+        if path in renamed:
+            new_path = renamed[path]
+            changes.append(f"{path}: renamed {PurePosixPath(new_path).name} (a bundle upgrade)")
+            was, now = before[path]["content"], after[new_path]["content"]
+            if was != now:
+                changes.extend(f"{new_path}: {line}" for line in _file_changes(new_path, was, now))
+            continue
         old = before.get(path, {}).get("content")
         new = after.get(path, {}).get("content")
         if old == new:
@@ -251,7 +273,7 @@ def first_failure(log: Sequence[str], lines: int = 15) -> list[str]:
 
 def _unit(path: str) -> str:
     """celery-worker@NODE.service for a node's drop-in, else ''."""
-    match = re.search(r"/(celery-worker@[^/]+\.service)\.d/instance\.conf$", path)
+    match = DROPIN.search(path)
     return match.group(1) if match else ""
 
 
@@ -264,6 +286,21 @@ def _tls(path: str) -> bool:
     return "/tls/" in path
 
 
+def _renamed_dropins(
+    before: Mapping[str, Mapping[str, str]], after: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
+    """An earlier release's instance.conf that this run replaced with the node's node.conf:
+    the old path -> the new one."""
+    renamed = {}
+    for path in sorted(set(before) - set(after)):
+        match = DROPIN.search(path)
+        if match and match.group(2) == "instance":
+            new_path = str(PurePosixPath(path).with_name("node.conf"))
+            if new_path in after and new_path not in before:
+                renamed[path] = new_path
+    return renamed
+
+
 def _dropin_dir(path: str) -> str:
     return str(PurePosixPath(path).parent) if _unit(path) else ""
 
@@ -271,7 +308,7 @@ def _dropin_dir(path: str) -> str:
 def _file_changes(path: str, old: str, new: str) -> list[str]:
     if path.endswith("/config.toml"):
         return _keyed_changes(_toml(old), _toml(new), _config_variable)
-    if path.endswith("/instance.conf"):
+    if _unit(path):
         return _keyed_changes(_dropin(old), _dropin(new), _node_variable)
     if _beat(path):
         return _keyed_changes(_unit_settings(old), _unit_settings(new), _beat_variable)
@@ -354,8 +391,8 @@ def _node_variable(key: str) -> str:
     host_wide = {"autoscale": "", "timeout_stop_sec": "celery_worker_timeout_stop_sec"}.get(
         name, f"celery_worker_{name}"
     )
-    instance = f"{name} in the node's entry of celery_worker_instances"
-    return f"{host_wide}, or {instance}" if host_wide else instance
+    entry = f"{name} in the node's entry of celery_worker_instances"
+    return f"{host_wide}, or {entry}" if host_wide else entry
 
 
 def _unit_lines(text: str) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The celery_worker role's worker topology: its instances expanded into worker nodes.
 
 The filter ``celery_worker_topology`` (roles/celery_worker/vars/main.yml calls it to
-define ``__celery_worker_instances``) fills in each entry of ``celery_worker_instances``
+define ``__celery_worker_nodes``) fills in each entry of ``celery_worker_instances``
 from the host-wide defaults (the ``celery_worker_*`` variables, passed as a mapping keyed
 by the instance keys they stand for) and the host's vCPUs, and expands it into its nodes.
 Ansible loads it from the role's filter_plugins directory whenever it loads the role.

@@ -145,7 +145,7 @@ def _memory_errors(v: Mapping[str, Any], memtotal_mb: object) -> list[str]:
             " would be killed by the OOM killer before it refused a write. Lower it or leave it"
             " unset to derive it."
         )
-    if v.get("redis_results_instance"):
+    if v.get("redis_results_server"):
         broker = maxmemory_mb(size, v.get("redis_maxmemory_percent"), memtotal_mb)
         results = maxmemory_mb(
             v.get("redis_results_maxmemory_mb"),
@@ -156,8 +156,8 @@ def _memory_errors(v: Mapping[str, Any], memtotal_mb: object) -> list[str]:
         if not _below(total, memtotal_mb):
             errors.append(
                 f"redis_maxmemory_mb ({broker}) plus redis_results_maxmemory_mb ({results}) is"
-                f" not below this host's RAM ({memtotal_mb} MiB): with redis_results_instance"
-                " both instances share the host. Lower one of them (or their _percent)."
+                f" not below this host's RAM ({memtotal_mb} MiB): with redis_results_server"
+                " both servers share the host. Lower one of them (or their _percent)."
             )
     return errors
 
@@ -226,12 +226,12 @@ def settings_errors(v: Mapping[str, Any], memtotal_mb: object) -> list[str]:
     if not _between(port, 1, 65535):
         errors.append(f"redis_port must be between 1 and 65535 (got {port}).")
     errors += _memory_errors(v, memtotal_mb)
-    if v.get("redis_results_instance") and not (
+    if v.get("redis_results_server") and not (
         _between(results_port, 1, 65535) and results_port != port
     ):
         errors.append(
             f"redis_results_port ({results_port}) must be a port between 1 and 65535 other than"
-            f" redis_port ({port}): the results instance listens beside the broker."
+            f" redis_port ({port}): the results server listens beside the broker."
         )
     if not _between(databases, 2, 1024):
         errors.append(
@@ -242,10 +242,10 @@ def settings_errors(v: Mapping[str, Any], memtotal_mb: object) -> list[str]:
         errors.append(f"redis_maxclients must be at least 1 (got {maxclients}).")
     if v.get("redis_holds_broker") and isinstance(policy, str) and policy in EVICTING_POLICIES:
         errors.append(
-            f"redis_maxmemory_policy is {policy} but this instance holds the Celery broker"
+            f"redis_maxmemory_policy is {policy} but this server holds the Celery broker"
             " (redis_holds_broker: true). An evicting policy deletes queued tasks while reporting"
             " success. Use noeviction, or set redis_holds_broker: false on a results-only"
-            " instance."
+            " server."
         )
     if not (isinstance(mode, str) and CONFIG_MODE.fullmatch(mode) and mode.endswith("0")):
         errors.append(

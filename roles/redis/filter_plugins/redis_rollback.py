@@ -1,5 +1,5 @@
 """What a rollback of a Redis host needs (tasks/rollback.yml): the files the role manages as they
-were before the run, which instances to restart once they are back, where to ask each one for
+were before the run, which servers to restart once they are back, where to ask each one for
 a PONG, and the message that ends the run, naming the variable behind each changed setting.
 
 tasks/snapshot.yml reads the files before the role changes anything (read-only: a good run
@@ -19,8 +19,8 @@ MANAGED = re.compile(
     r"/etc/redis/(redis(-results)?(-live)?\.conf|users\.acl)"
     r"|/etc/systemd/system/redis-server(@results)?\.service\.d/bundle\.conf"
 )
-# The instances (vars/main.yml's __redis_main and __redis_results): unit, config files.
-INSTANCES = {
+# The servers (vars/main.yml's __redis_main and __redis_results): unit, config files.
+SERVERS = {
     "redis-server": ("/etc/redis/redis.conf", "/etc/redis/redis-live.conf", ""),
     "redis-server@results": (
         "/etc/redis/redis-results.conf",
@@ -29,7 +29,7 @@ INSTANCES = {
     ),
 }
 # redis.conf directive -> the variable after redis_ (redis_results_ for the results
-# instance's own settings, marked with *) that writes it.
+# server's own settings, marked with *) that writes it.
 DIRECTIVES = {
     "bind": "bind",
     "port": "*port",
@@ -82,7 +82,7 @@ def redis_restore(
     after: Mapping[str, Mapping[str, str]],
     states: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """write: the earlier files that differ now; restart: the instances that are down or whose
+    """write: the earlier files that differ now; restart: the servers that are down or whose
     files change back (a running server keeps what it loaded); probe: each of those with the
     address and port its earlier configuration listens on."""
     write = [
@@ -93,7 +93,7 @@ def redis_restore(
     written = {entry["path"] for entry in write}
     down = {s["item"]["unit"] for s in states if s.get("stdout_lines") != ["active", "running"]}
     restart = []
-    for unit, (config, live, _) in INSTANCES.items():
+    for unit, (config, live, _) in SERVERS.items():
         dropin = f"/etc/systemd/system/{unit}.service.d/bundle.conf"
         if config in before and (unit in down or {config, live, dropin} & written):
             restart.append(unit)
@@ -101,7 +101,7 @@ def redis_restore(
         "write": write,
         "restart": restart,
         "probe": [
-            {"unit": unit, **_listens(before[INSTANCES[unit][0]]["content"])} for unit in restart
+            {"unit": unit, **_listens(before[SERVERS[unit][0]]["content"])} for unit in restart
         ],
     }
 
@@ -131,7 +131,7 @@ def redis_rollback_message(report: Mapping[str, Any]) -> str:
     """The message that fails the host: Redis's own last log lines, what changed, and whether
     the restored configuration answers.
 
-    report: host; changes (redis_changes); logs (the journalctl loop over the instances that
+    report: host; changes (redis_changes); logs (the journalctl loop over the servers that
     did not come back); failed_task, failed_msg; checks (the PING loop after the rollback).
     """
     lines = [f"{report['host']}: Redis did not take this run's change."]
@@ -151,7 +151,7 @@ def redis_rollback_message(report: Mapping[str, Any]) -> str:
             f"The earlier configuration is back, but these do not answer: {', '.join(silent)}."
         )
     else:
-        restarted = ", ".join(c["item"]["unit"] for c in checks) or "no instance needed a restart"
+        restarted = ", ".join(c["item"]["unit"] for c in checks) or "no server needed a restart"
         lines.append(f"Rolled back: the earlier configuration is back and answers ({restarted}).")
     lines.append(
         "The run stops here: the workers were not touched. Fix the inventory, then run"

@@ -1,4 +1,4 @@
-"""Broker and results apart: two instances on one host, each with its own policy and persistence.
+"""Broker and results apart: two servers on one host, each with its own policy and persistence.
 
 The live-settings test re-runs the playbook: a setting Redis takes live is applied with CONFIG SET,
 and the broker keeps running (same run_id) instead of being restarted.
@@ -28,14 +28,14 @@ def run_id(host: testinfra.host.Host, secrets: Secrets, port: int) -> str:
     return match.group(1)
 
 
-def test_both_instances_run_under_their_own_units(host: testinfra.host.Host) -> None:
+def test_both_servers_run_under_their_own_units(host: testinfra.host.Host) -> None:
     assert host.service("redis-server").is_running
     assert host.service("redis-server@results").is_running
     assert host.service("redis-server@results").is_enabled
     assert host.file("/etc/redis/redis-results.conf").mode == 0o640
 
 
-def test_results_instance_evicts_and_keeps_nothing_on_disk(
+def test_results_server_evicts_and_keeps_nothing_on_disk(
     host: testinfra.host.Host, secrets: Secrets
 ) -> None:
     assert config(host, secrets, "maxmemory-policy", RESULTS_PORT) == "allkeys-lru"
@@ -48,14 +48,14 @@ def test_results_instance_evicts_and_keeps_nothing_on_disk(
     assert config(host, secrets, "tls-auth-clients", RESULTS_PORT) == "yes"
 
 
-def test_broker_instance_keeps_noeviction_and_aof(
+def test_broker_server_keeps_noeviction_and_aof(
     host: testinfra.host.Host, secrets: Secrets
 ) -> None:
     assert config(host, secrets, "maxmemory-policy", BROKER_PORT) == "noeviction"
     assert config(host, secrets, "appendonly", BROKER_PORT) == "yes"
 
 
-def test_results_instance_has_the_same_users(host: testinfra.host.Host, secrets: Secrets) -> None:
+def test_results_server_has_the_same_users(host: testinfra.host.Host, secrets: Secrets) -> None:
     assert cli(host, "ping", port=RESULTS_PORT).startswith("NOAUTH")
     out = cli(host, "flushall", user="celery", password=secrets.celery, port=RESULTS_PORT)
     assert "NOPERM" in out, out
