@@ -106,6 +106,13 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], int, list[str]]] = [
         0,
         ["celery_worker_redis_tls must be true or false", "Set it in the inventory"],
     ),
+    (
+        "renewal window as long as the certificates live",
+        {},
+        {"pki_renew_within_days": 825},
+        0,
+        ["pki_renew_within_days (825) must be at least 1 and below pki_certificate_valid_days"],
+    ),
 ]
 
 

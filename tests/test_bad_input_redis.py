@@ -6,11 +6,13 @@ tests/badinput.py has the harness.
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from badinput import assert_refused, run_validation, write_inventory
+from certfiles import certificate, expiring_in, write
 
 ACL = {
     "redis_auth_mode": "acl",
@@ -158,3 +160,50 @@ def test_bad_redis_input_is_refused(
 ) -> None:
     proc = run_validation(write_inventory(tmp_path, redis_vars, {}, 0))
     assert_refused(proc, expected)
+
+
+def supplied_tls(root: Path, ca_days: float, cert_days: float) -> tuple[dict[str, Any], ...]:
+    """host_vars for the Redis and the worker host with TLS from files: the CA's and the Redis
+    host's certificate end in that many days, the worker's in 900."""
+    now = datetime.datetime.now(datetime.UTC)
+    root.mkdir()
+    key = root / "any.key"
+    key.write_text("not read by validation\n")
+
+    def pem(name: str, days: float) -> str:
+        return write(root / f"{name}.pem", certificate(name, expiring_in(days, now)))
+
+    server = {
+        "redis_tls": True,
+        "redis_tls_source": "files",
+        "redis_tls_ca_cert_file": pem("ca", ca_days),
+        "redis_tls_cert_file": pem("r", cert_days),
+        "redis_tls_key_file": str(key),
+    }
+    worker = {
+        "celery_worker_redis_tls_cert_file": pem("w", 900),
+        "celery_worker_redis_tls_key_file": str(key),
+    }
+    return server, worker
+
+
+def test_an_expired_supplied_certificate_stops_the_run(tmp_path: Path) -> None:
+    server, worker = supplied_tls(tmp_path / "tls", ca_days=900, cert_days=-2)
+    proc = run_validation(write_inventory(tmp_path / "inventory", server, worker, 0))
+    refused = f"redis_tls_cert_file ({server['redis_tls_cert_file']}): the certificate CN=r expired"
+    assert_refused(proc, [refused, "Replace the file with a renewed certificate"])
+
+
+def test_a_supplied_certificate_near_its_end_is_reported_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    server, worker = supplied_tls(tmp_path / "tls", ca_days=10.5, cert_days=900)
+    proc = run_validation(write_inventory(tmp_path / "inventory", server, worker, 0))
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 0, output[-3000:]
+    # On the Redis host, and on the worker host, which trusts the same CA file.
+    ca = server["redis_tls_ca_cert_file"]
+    assert output.count(f"redis_tls_ca_cert_file ({ca}): the certificate CN=ca") == 2, output
+    assert "in 10 days (pki_renew_within_days is 30)" in output
+    assert "CN=r " not in output
+    assert "CN=w " not in output

@@ -2,8 +2,9 @@
 
 Each rule with an accepted and a refused input and the exact message a user sees:
 roles/celery_worker/filter_plugins/bundle_worker_validate.py (settings, password, the play's
-serial) and roles/redis/filter_plugins/bundle_redis_validate.py (settings, passwords, the
-memory limits). The instances' per-node rules are in test_validate_plugins.py.
+serial), roles/redis/filter_plugins/bundle_redis_validate.py (settings, passwords, the
+memory limits) and roles/pki/filter_plugins/bundle_pki_validate.py (validity periods and the
+renewal window). The instances' per-node rules are in test_validate_plugins.py.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "roles/celery_worker/filter_plugins"))
 sys.path.insert(0, str(REPO / "roles/redis/filter_plugins"))
+sys.path.insert(0, str(REPO / "roles/pki/filter_plugins"))
 # Filter plugin files, not installed modules.
+import bundle_pki_validate
 import bundle_redis_validate
 import bundle_worker_validate
 
@@ -712,6 +716,71 @@ def test_maxmemory_mb(size: object, percent: object, ram: object, expected: obje
     assert bundle_redis_validate.bundle_redis_maxmemory_mb(size, percent, ram) == expected
 
 
+# --- pki ------------------------------------------------------------------------------------
+
+# The pki role's defaults.
+PKI: dict[str, Any] = {
+    "pki_ca_valid_days": 3650,
+    "pki_certificate_valid_days": 825,
+    "pki_renew_within_days": 30,
+}
+OUTLIVES_CA = (
+    "pki_certificate_valid_days ({}) must be at least 1 and below pki_ca_valid_days ({}): a"
+    " certificate cannot outlive the CA that signed it."
+)
+RENEWAL = (
+    "pki_renew_within_days ({}) must be at least 1 and below pki_certificate_valid_days ({}): a"
+    " host certificate is re-issued when it has fewer days left than that, so a new one must"
+    " start with more, or every run would re-issue it. Leave it unset for 30."
+)
+
+# (case id, changes to PKI, messages)
+PKI_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("the role's defaults", {}, []),
+    ("renew a day before", {"pki_renew_within_days": 1}, []),
+    ("renew the day before the end", {"pki_renew_within_days": 824}, []),
+    (
+        "short-lived certificates",
+        {"pki_certificate_valid_days": 10, "pki_renew_within_days": 3},
+        [],
+    ),
+    ("renew at 0 days", {"pki_renew_within_days": 0}, [RENEWAL.format(0, 825)]),
+    ("renew at negative days", {"pki_renew_within_days": -5}, [RENEWAL.format(-5, 825)]),
+    ("renew at the validity", {"pki_renew_within_days": 825}, [RENEWAL.format(825, 825)]),
+    ("renew beyond the validity", {"pki_renew_within_days": 900}, [RENEWAL.format(900, 825)]),
+    ("renew as a string", {"pki_renew_within_days": "30"}, [RENEWAL.format(30, 825)]),
+    ("renew as a switch", {"pki_renew_within_days": True}, [RENEWAL.format(True, 825)]),
+    ("renew as a fraction", {"pki_renew_within_days": 1.5}, [RENEWAL.format(1.5, 825)]),
+    (
+        "certificate outlives the CA",
+        {"pki_certificate_valid_days": 4000},
+        [OUTLIVES_CA.format(4000, 3650)],
+    ),
+    (
+        "certificate of 0 days",
+        {"pki_certificate_valid_days": 0},
+        [OUTLIVES_CA.format(0, 3650), RENEWAL.format(30, 0)],
+    ),
+    (
+        "renewal window longer than short-lived certificates",
+        {"pki_certificate_valid_days": 30},
+        [RENEWAL.format(30, 30)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"), [c[1:] for c in PKI_CASES], ids=[c[0] for c in PKI_CASES]
+)
+def test_pki_settings_errors(changes: dict[str, Any], expected: list[str]) -> None:
+    assert bundle_pki_validate.bundle_pki_settings_errors(PKI | changes) == expected
+
+
+def test_the_pki_cases_start_from_the_roles_defaults() -> None:
+    defaults = yaml.safe_load((REPO / "roles/pki/defaults/main.yml").read_text())
+    assert {name: defaults[name] for name in PKI} == PKI
+
+
 def test_every_filter_carries_the_bundle_prefix() -> None:
-    for module in (bundle_redis_validate, bundle_worker_validate):
+    for module in (bundle_redis_validate, bundle_worker_validate, bundle_pki_validate):
         assert all(n.startswith("bundle_") for n in module.FilterModule().filters())
