@@ -276,6 +276,27 @@ def test_redis_restore_restarts_what_is_down_or_changed_and_probes_its_old_addre
     ]
 
 
+def test_redis_certificate_files_go_back_and_restart_every_server_never_quoted() -> None:
+    key = "/etc/redis/tls/redis.key"
+    found = {"files": [{"path": key}, {"path": "/etc/redis/tls/other.pem"}]}
+    assert redis.redis_managed(found) == [key]
+    before = files(**{REDIS_CONF: redis_conf(), key: "-----BEGIN PRIVATE KEY-----\nold\n"})
+    before[RESULTS_CONF] = {**before[REDIS_CONF], "content": redis_conf(port="port 6380")}
+    after = {**before, key: {**before[key], "content": "-----BEGIN PRIVATE KEY-----\nnew\n"}}
+    serving = [
+        _redis_state("redis-server", "active", "running"),
+        _redis_state("redis-server@results", "active", "running"),
+    ]
+    plan = redis.redis_restore(before, after, serving)
+    assert [entry["path"] for entry in plan["write"]] == [key]
+    assert plan["restart"] == ["redis-server", "redis-server@results"]
+    changes = redis.redis_changes(before, after)
+    assert changes == [
+        f"{key}: changed (the bundle's certificates step, or redis_tls_ca_cert_file,"
+        " redis_tls_cert_file, redis_tls_key_file)"
+    ]
+
+
 def test_redis_probe_follows_the_tls_port() -> None:
     before = files(**{REDIS_CONF: redis_conf(port="port 0\ntls-port 6379")})
     plan = redis.redis_restore(before, {}, [_redis_state("redis-server", "failed")])

@@ -16,9 +16,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 MANAGED = re.compile(
-    r"/etc/redis/(redis(-results)?(-live)?\.conf|users\.acl)"
+    r"/etc/redis/(redis(-results)?(-live)?\.conf|users\.acl|tls/(ca\.crt|redis\.crt|redis\.key))"
     r"|/etc/systemd/system/redis-server(@results)?\.service\.d/bundle\.conf"
 )
+# The certificate, key and CA every server reads (tasks/tls.yml): never quoted.
+TLS_DIR = "/etc/redis/tls/"
 # The servers (vars/main.yml's __redis_main and __redis_results): unit, config files.
 SERVERS = {
     "redis-server": ("/etc/redis/redis.conf", "/etc/redis/redis-live.conf", ""),
@@ -95,7 +97,8 @@ def redis_restore(
     restart = []
     for unit, (config, live, _) in SERVERS.items():
         dropin = f"/etc/systemd/system/{unit}.service.d/bundle.conf"
-        if config in before and (unit in down or {config, live, dropin} & written):
+        tls = any(path.startswith(TLS_DIR) for path in written)
+        if config in before and (unit in down or tls or {config, live, dropin} & written):
             restart.append(unit)
     return {
         "write": write,
@@ -112,6 +115,13 @@ def redis_changes(
     """What this run changed, one line per setting, naming the variable that writes it."""
     changes = []
     for path in sorted(set(before) | set(after)):
+        if path.startswith(TLS_DIR):
+            if before.get(path, {}).get("content") != after.get(path, {}).get("content"):
+                changes.append(
+                    f"{path}: changed (the bundle's certificates step, or redis_tls_ca_cert_file,"
+                    " redis_tls_cert_file, redis_tls_key_file)"
+                )
+            continue
         old = _directives(before.get(path, {}).get("content", ""))
         new = _directives(after.get(path, {}).get("content", ""))
         results = "results" in path
