@@ -15,7 +15,6 @@ import json
 import multiprocessing
 import multiprocessing.queues
 import multiprocessing.synchronize
-import os
 import re
 import sys
 import time
@@ -357,20 +356,6 @@ def _tls_kwargs(app: Celery) -> dict[str, Any]:
     }
 
 
-def plain_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The bundle's app config with its [redis] tables pointed at the unhardened Redis."""
-    text = Path(args.src).read_text()
-    redis_table = (
-        f'[redis]\nhost = "{args.host}"\nport = {args.port}\npassword = "{args.password}"\n\n'
-    )
-    new, count = re.subn(r"(?ms)^\[redis\].*?(?=^\[celery\])", redis_table, text)
-    if count != 1:
-        raise SystemExit(f"{args.src}: no [redis] table before [celery]")
-    Path(args.dst).write_text(new)
-    os.chmod(args.dst, 0o644)
-    return {"written": args.dst}
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="/etc/taskapp/config.toml")
@@ -414,14 +399,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--info-url", required=True)
     p.add_argument("--n", type=int, default=10000)
     commands["queued-memory"] = queued_memory
-
-    p = sub.add_parser("plain-config")
-    p.add_argument("--src", default="/etc/taskapp/config.toml")
-    p.add_argument("--dst", required=True)
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--password", required=True)
-    commands["plain-config"] = plain_config
 
     args = parser.parse_args(argv)
     if args.plain and args.stock_url:

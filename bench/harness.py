@@ -28,7 +28,9 @@ import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +40,7 @@ from typing import Any
 import yaml
 
 from bench import report
+from testkit.controller import toml_text
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "bench/inventory"
@@ -196,17 +199,20 @@ def prepare(lab: Lab) -> None:
     # (Stock's workers ignore them.) Set live, so a plain Redis left by an earlier run has it too.
     on(REDIS, "redis-cli", "--no-auth-warning", "-p", str(PLAIN_PORT), "-a", lab.password,
        "config", "set", "notify-keyspace-events", "Kl")  # fmt: skip
-    lab.client(
-        "plain-config",
-        "--dst",
-        UNHARDENED_CONFIG,
-        "--host",
-        REDIS,
-        "--port",
-        str(PLAIN_PORT),
-        "--password",
-        lab.password,
-    )
+    text = unhardened_config(on(WORKER, "cat", BUNDLE_CONFIG), REDIS, PLAIN_PORT, lab.password)
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as local:
+        local.write(text)
+        local.flush()
+        run(["podman", "cp", local.name, f"{WORKER}:{UNHARDENED_CONFIG}"])
+    on(WORKER, "chmod", "0644", UNHARDENED_CONFIG)
+
+
+def unhardened_config(bundle_config: str, host: str, port: int, password: str) -> str:
+    """The bundle's app config (TOML text) with its Redis tables pointed at the unhardened
+    Redis: host, port and password only (no ACL user, no TLS, no separate results server)."""
+    data = tomllib.loads(bundle_config)
+    data["redis"] = {"host": host, "port": port, "password": password}
+    return toml_text(data)
 
 
 def stop_workers() -> None:

@@ -59,13 +59,18 @@ def worker_config(
 
 def write_toml(data: Mapping[str, Any], dest: Path) -> Path:
     """data (tables of strings, integers and booleans) as a TOML file at dest; dest."""
+    dest.write_text(toml_text(data))
+    return dest
+
+
+def toml_text(data: Mapping[str, Any]) -> str:
+    """data (tables of strings, integers and booleans) as TOML text that reads back as data."""
     lines: list[str] = []
     _table(lines, [], data)
     text = "\n".join(lines) + "\n"
     if tomllib.loads(text) != data:
-        raise ValueError(f"{dest}: the TOML written does not read back as the data given")
-    dest.write_text(text)
-    return dest
+        raise ValueError("the TOML written does not read back as the data given")
+    return text
 
 
 def _table(lines: list[str], path: list[str], table: Mapping[str, Any]) -> None:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -367,31 +368,17 @@ def test_raw_queue_consumes_every_message(stock_worker: str) -> None:
     assert result["tasks_per_s"] > 0
 
 
-def test_unhardened_config_points_the_app_at_another_redis(tmp_path: Path) -> None:
-    src = tmp_path / "config.toml"
-    src.write_text(
+def test_unhardened_config_points_the_app_at_another_redis() -> None:
+    bundle = (
         '[redis]\nhost = "r1"\nport = 6379\nusername = "celery"\npassword = "x"\n\n'
         '[redis.tls]\nenabled = true\nca_file = "/ca"\ncert_file = "/c"\nkey_file = "/k"\n\n'
-        "[celery]\ntask_time_limit = 330\n"
+        '[celery]\ntask_time_limit = 330\n[celery.task_routes]\n"a.b" = "q"\n'
     )
-    dst = tmp_path / "plain.toml"
-    client(
-        "redis://unused",
-        "plain-config",
-        "--src",
-        str(src),
-        "--dst",
-        str(dst),
-        "--host",
-        "r1",
-        "--port",
-        "6380",
-        "--password",
-        "p",
-    )
-    assert dst.read_text() == (
-        '[redis]\nhost = "r1"\nport = 6380\npassword = "p"\n\n[celery]\ntask_time_limit = 330\n'
-    )
+    text = harness.unhardened_config(bundle, "r1", 6380, 'p"w')
+    assert tomllib.loads(text) == {
+        "redis": {"host": "r1", "port": 6380, "password": 'p"w'},
+        "celery": {"task_time_limit": 330, "task_routes": {"a.b": "q"}},
+    }
 
 
 def test_with_pool_swaps_a_nodes_pool_and_concurrency() -> None:
