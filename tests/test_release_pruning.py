@@ -48,3 +48,12 @@ def test_the_installed_release_is_kept_before_it_is_unpacked() -> None:
 def test_first_deploy_and_fewer_releases_than_kept_remove_nothing() -> None:
     assert celery_worker_prunable(found("a"), 2, f"{R}/a") == []
     assert celery_worker_prunable(found(), 3, f"{R}/a", "") == []
+
+
+def test_a_run_that_keeps_its_release_counts_it_once() -> None:
+    # After playbooks/rollback.yml: the host runs a, which this run installs again.
+    assert celery_worker_prunable(found("a", "b", "c"), 3, f"{R}/a", f"{R}/a") == []
+    assert celery_worker_prunable(found("a", "b", "c"), 2, f"{R}/a", f"{R}/a") == [
+        f"{R}/b",
+        f"{R}/b.tar.gz",
+    ]

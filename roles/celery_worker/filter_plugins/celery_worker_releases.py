@@ -21,7 +21,8 @@ def celery_worker_prunable(
         f["path"]
         for f in sorted(found.get("files", []), key=lambda f: f.get("mtime", 0), reverse=True)
     ]
-    kept = [path for path in (current, replaced) if path]
+    # A run that keeps its release replaces none: the same path, counted once.
+    kept = list(dict.fromkeys(path for path in (current, replaced) if path))
     for path in newest_first:
         if len(kept) >= keep:
             break
