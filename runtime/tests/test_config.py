@@ -131,6 +131,12 @@ def test_settings_are_frozen() -> None:
         ("celery.beat_schedule.tick.every", 0),
         ("celery.beat_schedule.tick.every", 1.5),
         ("celery.beat_schedule.tick.cron", "* * * * *"),
+        ("redis.sentinel", ["s1"]),
+        ("redis.sentinel.hosts", "s1,s2"),
+        ("redis.sentinel.hosts", ["s1", 2]),
+        ("redis.sentinel.port", 0),
+        ("redis.sentinel.quorum", 2),
+        ("redis.sentinel.publish_replicas", True),
     ],
 )
 def test_invalid_value_is_refused_naming_its_key(dotted: str, value: object) -> None:
@@ -377,3 +383,103 @@ def test_routes_and_schedule_read_from_toml(tmp_path: Path) -> None:
     settings = load_settings(path)
     assert settings.celery.task_routes == {"shop.process_data": "cpu"}
     assert settings.celery.beat_schedule["tick"].every == 5
+
+
+SENTINELLED: dict[str, Any] = with_value(
+    with_value(FULL, "redis.host", ...),
+    "redis.sentinel",
+    {"master_name": "bundle", "hosts": ["redis1", "redis2", "10.0.0.3"], "port": 26380},
+)
+
+
+def test_sentinels_replace_the_host() -> None:
+    settings = parse_settings(SENTINELLED)
+    assert settings.redis.host == ""
+    assert settings.redis.sentinel.hosts == ["redis1", "redis2", "10.0.0.3"]
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "named"),
+    [
+        ("redis.host", "", "redis.host:"),
+        ("redis.sentinel.master_name", "", "redis.sentinel.master_name:"),
+        ("redis.sentinel.hosts", ["redis1", " "], "redis.sentinel.hosts:"),
+        ("redis.result_host", "results1", "redis.result_host:"),
+    ],
+)
+def test_sentinel_settings_are_checked(dotted: str, value: object, named: str) -> None:
+    base = SENTINELLED if dotted != "redis.host" else with_value(SENTINELLED, "redis.sentinel", ...)
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(with_value(base, dotted, value))
+    assert str(caught.value).startswith(named)
+
+
+def test_sentinels_give_one_url_each_with_the_masters_login() -> None:
+    conf = celery_config(parse_settings(SENTINELLED))
+    assert conf["broker_url"] == (
+        "sentinel://celery:secret@redis1:26380/2;sentinel://celery:secret@redis2:26380/2;"
+        "sentinel://celery:secret@10.0.0.3:26380/2"
+    )
+    assert str(conf["result_backend"]).endswith("@10.0.0.3:26380/3")
+    assert conf["broker_transport"] == "rcbundle.transport:SentinelTransport"
+
+
+def test_the_sentinels_are_reached_with_tls_and_the_clients_login() -> None:
+    conf = celery_config(parse_settings(SENTINELLED))
+    for key in ("broker_transport_options", "result_backend_transport_options"):
+        options = conf[key]
+        assert isinstance(options, dict)
+        assert options["master_name"] == "bundle"
+        assert options["global_keyprefix"] == "app:"
+        kwargs = options["sentinel_kwargs"]
+        assert kwargs["username"] == "celery"
+        assert kwargs["password"] == "secret"
+        assert kwargs["ssl"] is True
+        assert kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+        assert (kwargs["ssl_ca_certs"], kwargs["ssl_certfile"]) == ("/ca", "/cert")
+        # Not inherited once sentinel_kwargs is set: without it a hung Sentinel hangs the client.
+        # Short, and no retry: a client asks the next Sentinel instead.
+        assert 0 < kwargs["socket_timeout"] <= 2
+        assert 0 < kwargs["socket_connect_timeout"] <= 2
+        assert kwargs["retry"].get_retries() == 0
+    broker = conf["broker_transport_options"]
+    assert isinstance(broker, dict)
+    assert broker["health_check_interval"] > 0
+
+
+def test_celery_builds_a_sentinel_result_backend_that_follows_the_master() -> None:
+    conf = celery_config(parse_settings(SENTINELLED))
+    backend = Celery("check", config_source=conf, set_as_current=False).backend
+    assert type(backend).__name__ == "SentinelBackend"
+    params: dict[str, Any] = backend.connparams  # type: ignore[attr-defined]  # not in the stubs
+    assert [(h["host"], h["port"]) for h in params["hosts"]] == [
+        ("redis1", 26380),
+        ("redis2", 26380),
+        ("10.0.0.3", 26380),
+    ]
+    assert (params["username"], params["password"], params["db"]) == ("celery", "secret", 3)
+    # The master's connections are Sentinel-managed TLS ones, so they follow a failover.
+    assert params["connection_class"].__name__ == "SentinelManagedSSLConnection"
+
+
+def test_without_tls_the_sentinels_get_no_ssl_options() -> None:
+    data = with_value(SENTINELLED, "redis.tls", {"enabled": False})
+    kwargs = celery_config(parse_settings(data))["broker_transport_options"]["sentinel_kwargs"]  # type: ignore[index]
+    assert "ssl" not in kwargs
+    assert "ssl_ca_certs" not in kwargs
+
+
+def test_a_durable_publish_waits_for_the_replicas_the_config_names() -> None:
+    data = with_value(SENTINELLED, "redis.sentinel.publish_replicas", 1)
+    options = celery_config(parse_settings(data))["broker_transport_options"]
+    assert isinstance(options, dict)
+    assert options["rcbundle_publish_replicas"] == 1
+    plain = celery_config(parse_settings(SENTINELLED))["broker_transport_options"]
+    assert plain["rcbundle_publish_replicas"] == 0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("replicas", [-1, 3])
+def test_publish_replicas_must_leave_one_server_for_the_master(replicas: int) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(with_value(SENTINELLED, "redis.sentinel.publish_replicas", replicas))
+    assert str(caught.value).startswith("redis.sentinel.publish_replicas:")

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -19,6 +22,9 @@ ENV_VAR = "RCBUNDLE_CONFIG"
 # The broker transport option naming the worker node that owns what a channel fetches
 # (rcbundle.transport); rcbundle.loader sets it in `celery worker` to the node's name.
 OWNER_OPTION = "rcbundle_owner"
+# The broker transport option naming how many replicas must hold a published message before
+# the publish returns (rcbundle.transport: WAIT on the publishing connection); 0: none.
+PUBLISH_REPLICAS_OPTION = "rcbundle_publish_replicas"
 
 
 class ConfigError(ValueError):
@@ -34,9 +40,25 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SentinelSettings:
+    """Redis Sentinel: the Sentinels to ask which server is the master, and its name there.
+
+    No hosts: no Sentinel, the client connects to redis.host. Clients log in to the Sentinels
+    with redis.username and redis.password, over TLS when redis.tls is on, like the servers.
+    """
+
+    master_name: str = ""
+    hosts: list[str] = field(default_factory=list)
+    port: int = 26379
+    # A publish returns once this many replicas hold the message (0: once the master does).
+    publish_replicas: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class RedisSettings:
-    host: str
     password: str
+    # The server's name or address; unused (and may be left out) when sentinel names hosts.
+    host: str = ""
     port: int = 6379
     username: str = ""
     broker_db: int = 0
@@ -46,6 +68,7 @@ class RedisSettings:
     result_port: int = 0
     key_prefix: str = ""
     tls: TlsSettings = field(default_factory=TlsSettings)
+    sentinel: SentinelSettings = field(default_factory=SentinelSettings)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,9 +111,22 @@ HEALTH_CHECK_INTERVAL = 10
 SOCKET_TIMEOUT = 15
 SOCKET_CONNECT_TIMEOUT = 10
 KEEPALIVE_OPTIONS = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
+# A Sentinel answers at once or not at all. A host that hangs (frozen, or its network gone
+# quiet) still completes the TCP handshake in its kernel, then never answers: with the master's
+# timeouts and redis-py's default retries (3, with backoff) each new connection spent about a
+# minute on it before asking the next Sentinel, and the workers consumed nothing meanwhile. So
+# the Sentinels get a short timeout and no retry: the client asks the next one.
+SENTINEL_TIMEOUT = 2
 
 _TYPE_WORDS = {int: "an integer", str: "a string", bool: "true or false"}
-_TOML_KINDS = {bool: "boolean", int: "integer", float: "float", str: "string", dict: "table"}
+_TOML_KINDS = {
+    bool: "boolean",
+    int: "integer",
+    float: "float",
+    str: "string",
+    dict: "table",
+    list: "array",
+}
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -145,6 +181,8 @@ def _build(cls: type[_T], table: Mapping[str, object], prefix: str) -> _T:
         value = table[f.name]
         if typing.get_origin(kind) is dict:
             values[f.name] = _build_table(typing.get_args(kind)[1], value, dotted)
+        elif typing.get_origin(kind) is list:
+            values[f.name] = _build_list(typing.get_args(kind)[0], value, dotted)
         elif isinstance(kind, type) and is_dataclass(kind):
             if not isinstance(value, dict):
                 raise ConfigError(f"{dotted}: must be a table ([{dotted}]), not a single value")
@@ -180,10 +218,47 @@ def _build_table(kind: object, value: object, dotted: str) -> dict[str, Any]:
     return out
 
 
+def _build_list(kind: type, value: object, dotted: str) -> list[Any]:
+    # An array of plain values, all of one kind (the Sentinels' host names).
+    if not isinstance(value, list):
+        raise ConfigError(f"{dotted}: must be an array ([...]), not a single value")
+    for index, item in enumerate(value):
+        if type(item) is not kind:
+            raise ConfigError(
+                f"{dotted}: item {index + 1} must be {_TYPE_WORDS[kind]}, "
+                f"got a TOML {_TOML_KINDS.get(type(item), type(item).__name__)}"
+            )
+    return list(value)
+
+
 def _check_ranges(settings: Settings) -> None:
     redis, celery = settings.redis, settings.celery
-    if not redis.host.strip():
-        raise ConfigError("redis.host: must not be empty; set the Redis server's name or address")
+    sentinel = redis.sentinel
+    if not 1 <= sentinel.port <= 65535:
+        raise ConfigError(f"redis.sentinel.port: {sentinel.port} is not a TCP port; use 1..65535")
+    if sentinel.hosts:
+        if not sentinel.master_name:
+            raise ConfigError(
+                "redis.sentinel.master_name: must not be empty when redis.sentinel.hosts names "
+                "Sentinels; give the name they monitor the master under"
+            )
+        if not 0 <= sentinel.publish_replicas < len(sentinel.hosts):
+            raise ConfigError(
+                f"redis.sentinel.publish_replicas: {sentinel.publish_replicas} must be between 0 "
+                f"and {len(sentinel.hosts) - 1} (the replicas of {len(sentinel.hosts)} servers)"
+            )
+        if not all(host.strip() for host in sentinel.hosts):
+            raise ConfigError("redis.sentinel.hosts: a host name is empty; remove it or fill it")
+        if redis.result_host or redis.result_port:
+            raise ConfigError(
+                "redis.result_host: a separate results server is not supported with Sentinel; "
+                "leave result_host and result_port out (results use the master's result_db)"
+            )
+    elif not redis.host.strip():
+        raise ConfigError(
+            "redis.host: must not be empty; set the Redis server's name or address "
+            "(or name the Sentinels in [redis.sentinel])"
+        )
     if not redis.password:
         raise ConfigError("redis.password: must not be empty; Redis must require authentication")
     if not 1 <= redis.port <= 65535:
@@ -248,19 +323,20 @@ def celery_config(settings: Settings) -> dict[str, object]:
     if redis.key_prefix:
         # Both broker and results under one prefix, so a Redis ACL can confine the user to it.
         transport["global_keyprefix"] = redis.key_prefix
+    transport_options: dict[str, object] = {
+        **transport,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "socket_keepalive_options": dict(KEEPALIVE_OPTIONS),
+    }
     conf: dict[str, object] = {
         "broker_url": redis_url(settings, redis.broker_db),
         # kombu's Redis transport with a fetch that cannot lose a message (rcbundle.transport).
         "broker_transport": "rcbundle.transport:Transport",
         "result_backend": redis_url(settings, redis.result_db, results=True),
-        "broker_transport_options": {
-            **transport,
-            "health_check_interval": HEALTH_CHECK_INTERVAL,
-            "socket_timeout": SOCKET_TIMEOUT,
-            "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
-            "socket_keepalive": True,
-            "socket_keepalive_options": dict(KEEPALIVE_OPTIONS),
-        },
+        "broker_transport_options": transport_options,
         "result_backend_transport_options": dict(transport),
         "redis_backend_health_check_interval": HEALTH_CHECK_INTERVAL,
         "redis_socket_timeout": SOCKET_TIMEOUT,
@@ -308,28 +384,68 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "timezone": "UTC",
         "enable_utc": True,
     }
-    if redis.tls.enabled:
-        ssl_options = {
-            "ssl_cert_reqs": ssl.CERT_REQUIRED,
-            "ssl_ca_certs": redis.tls.ca_file,
-            "ssl_certfile": redis.tls.cert_file,
-            "ssl_keyfile": redis.tls.key_file,
-        }
+    ssl_options = _ssl_options(redis.tls)
+    if ssl_options:
         conf["broker_use_ssl"] = ssl_options
         conf["redis_backend_use_ssl"] = dict(ssl_options)
+    if redis.sentinel.hosts:
+        # Who the master is comes from the Sentinels; the login and TLS towards them come only
+        # from sentinel_kwargs (kombu and Celery pass nothing else on to them, not even the
+        # socket timeout), and are the client's own.
+        sentinel = {
+            "master_name": redis.sentinel.master_name,
+            "sentinel_kwargs": {
+                "username": redis.username or None,
+                "password": redis.password,
+                "socket_timeout": SENTINEL_TIMEOUT,
+                "socket_connect_timeout": SENTINEL_TIMEOUT,
+                "retry": Retry(NoBackoff(), 0),
+                **({"ssl": True, **ssl_options} if ssl_options else {}),
+            },
+        }
+        conf["broker_transport"] = "rcbundle.transport:SentinelTransport"
+        conf["broker_transport_options"] = {
+            **transport_options,
+            **sentinel,
+            PUBLISH_REPLICAS_OPTION: redis.sentinel.publish_replicas,
+        }
+        conf["result_backend_transport_options"] = {**transport, **sentinel}
     return conf
+
+
+def _ssl_options(tls: TlsSettings) -> dict[str, object]:
+    """redis-py's TLS arguments for the client certificate and the CA, or {} without TLS."""
+    if not tls.enabled:
+        return {}
+    return {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_ca_certs": tls.ca_file,
+        "ssl_certfile": tls.cert_file,
+        "ssl_keyfile": tls.key_file,
+    }
 
 
 def redis_url(settings: Settings, db: int, *, results: bool = False) -> str:
     """A redis:// or rediss:// URL; credentials are quoted so @ : / # in them survive.
 
     With results=True, the result store's: its own host and port when the config names them.
+    With Sentinels, one sentinel:// URL per Sentinel joined by ";" (kombu's and Celery's form);
+    the credentials in each are the master's, TLS comes from broker_use_ssl and
+    redis_backend_use_ssl.
     """
     redis = settings.redis
-    scheme = "rediss" if redis.tls.enabled else "redis"
     user = quote(redis.username, safe="")
     password = quote(redis.password, safe="")
+    if redis.sentinel.hosts:
+        return ";".join(
+            f"sentinel://{user}:{password}@{_bracketed(host)}:{redis.sentinel.port}/{db}"
+            for host in redis.sentinel.hosts
+        )
+    scheme = "rediss" if redis.tls.enabled else "redis"
     host = (redis.result_host if results else "") or redis.host
     port = (redis.result_port if results else 0) or redis.port
-    host = f"[{host}]" if ":" in host else host  # IPv6 literal
-    return f"{scheme}://{user}:{password}@{host}:{port}/{db}"
+    return f"{scheme}://{user}:{password}@{_bracketed(host)}:{port}/{db}"
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host  # IPv6 literal

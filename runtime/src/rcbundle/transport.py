@@ -58,6 +58,14 @@ by a sweep on kombu's restore timer (every 10 s) once it was fetched UNHELD_AFTE
 instead of after the visibility timeout. Never in a forked child (prefork's pool processes, whose
 parent is alive). Producers and beat have no owner.
 
+Durable publish (transport option `rcbundle_publish_replicas`, N, set by rcbundle.config from
+[redis.sentinel] publish_replicas). Replication is asynchronous: a message the master took can
+vanish with it in a failover. With N > 0, a publish sends kombu's LPUSH and then WAIT N on the
+same connection in one round trip (WAIT counts the replicas that hold that connection's writes;
+it cannot run inside a script or a MULTI), and fails with PublishNotReplicated when fewer than N
+replicas acknowledged within PUBLISH_WAIT_MS. kombu's producer-scoped publish batches are sent
+as kombu sends them, without the wait. The user needs the `wait` command.
+
 Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, option
 `master_name`). The subscription's connections come from the Sentinel-managed pool, and it also
 re-checks the master's address every health_check_interval, moving to a new master.
@@ -76,7 +84,8 @@ rediss:// (or sentinel:// with SentinelTransport). Workers must use it for the s
 may use anything that speaks kombu. kombu's ack_emulation=False is not supported.
 
 kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Celery series):
-- kombu.transport.redis.Channel: _brpop_start, _brpop_read, _in_poll, _brpop_sent_at (the poll
+- kombu.transport.redis.Channel: _put (its keyword _publish_batch), _get_message_priority,
+  _expires, conn_or_acquire, _brpop_start, _brpop_read, _in_poll, _brpop_sent_at (the poll
   protocol of its MultiChannelPoller), handlers (type -> read callback) and _poll_error(type),
   _flush_brpop_reauth, _queue_cycle (consume, rotate), _update_queue_cycle (called by
   basic_consume and _basic_cancel when the consumed queues change), _q_for_pri, priority_steps,
@@ -121,7 +130,7 @@ from time import monotonic, time
 from typing import TYPE_CHECKING, Any, cast
 
 from rcbundle import versions
-from rcbundle.config import OWNER_OPTION, SOCKET_TIMEOUT
+from rcbundle.config import OWNER_OPTION, PUBLISH_REPLICAS_OPTION, SOCKET_TIMEOUT
 
 versions.check()  # below kombu's public API: refuse an untested kombu
 
@@ -130,7 +139,7 @@ from kombu import Message  # noqa: E402
 from kombu.transport import redis as kombu_redis  # noqa: E402
 from kombu.transport import virtual  # noqa: E402
 from kombu.utils.encoding import bytes_to_str  # noqa: E402
-from kombu.utils.json import loads  # noqa: E402
+from kombu.utils.json import dumps, loads  # noqa: E402
 from kombu.utils.objects import cached_property  # noqa: E402
 from redis.client import Pipeline, PubSub  # noqa: E402
 from redis.sentinel import SentinelConnectionPool  # noqa: E402
@@ -195,7 +204,9 @@ WAKE_PREFIX = "_rcbundle.wake"
 # A wake list nobody consumes any more disappears this long after its last token.
 WAKE_TTL_MS = 60_000
 OWNER_SUFFIX = "_owner"  # the owner hash is kombu's unacked_key + this: "unacked_owner"
-OPTIONS = (OWNER_OPTION,)
+OPTIONS = (OWNER_OPTION, PUBLISH_REPLICAS_OPTION)
+# How long a publish waits for its replicas (rcbundle_publish_replicas) before it fails.
+PUBLISH_WAIT_MS = 2000
 
 # The keyspace events that put a message on a queue: kombu's publish (LPUSH), restore (RPUSH, or
 # LPUSH for a requeued reject).
@@ -392,6 +403,16 @@ class _MasterMoved(Exception):
     """Sentinel names another master than the one the subscriber is connected to."""
 
 
+class PublishNotReplicated(redis.ConnectionError):
+    """A published message reached the master but not enough replicas in time.
+
+    A connection error, so kombu's and Celery's publish retry policy sends it again (through
+    Sentinel, to whichever server is the master by then) and, when it keeps failing, the send
+    fails for its caller: never an accepted task that a failover could lose. A message sent
+    twice this way runs twice (at-least-once delivery).
+    """
+
+
 class QoS(kombu_redis.QoS):
     def append(self, message: Message, delivery_tag: str) -> None:
         fetched = cast("ReliableFetch", self.channel).fetched_tags
@@ -448,6 +469,7 @@ class ReliableFetch(_ChannelBase):
 
     QoS = QoS
     rcbundle_owner: str = ""  # the transport option (OWNER_OPTION)
+    rcbundle_publish_replicas: int = 0  # the transport option (PUBLISH_REPLICAS_OPTION)
 
     # kombu's own, which its type stubs (celery-types) leave out.
     _closing: bool
@@ -492,6 +514,28 @@ class ReliableFetch(_ChannelBase):
                 _consuming.add(self)
         tag: str = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
         return tag
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: object) -> None:
+        """kombu's publish, then WAIT on the same connection for rcbundle_publish_replicas
+        replicas (module docstring: Durable publish)."""
+        replicas = int(self.rcbundle_publish_replicas or 0)
+        if replicas < 1 or kwargs.get("_publish_batch") is not None:
+            super()._put(queue, message, **kwargs)
+            return
+        priority = self._get_message_priority(message, reverse=False)
+        expires = getattr(self, "_expires", None) or {}
+        with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            pipe.lpush(self._q_for_pri(queue, priority), dumps(message))
+            if queue in expires:
+                for step in self.priority_steps:
+                    pipe.pexpire(self._q_for_pri(queue, step), expires[queue])
+            pipe.wait(replicas, PUBLISH_WAIT_MS)
+            acknowledged = pipe.execute()[-1]
+        if int(acknowledged) < replicas:
+            raise PublishNotReplicated(
+                f"a message for queue {queue!r} reached {acknowledged} of the {replicas} replicas"
+                f" rcbundle_publish_replicas asks for within {PUBLISH_WAIT_MS} ms"
+            )
 
     def _restore_owned(self) -> None:
         """Give back what this owner's previous process fetched and left (module docstring)."""

@@ -1,0 +1,69 @@
+"""rcbundle_publish_replicas against a real master and replica on loopback: a publish returns
+once a replica holds the message, and fails, instead of being accepted, when no replica takes
+it in time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import cast
+
+import pytest
+from kombu import Connection
+
+from rcbundle import transport
+from testkit.loopback import PASSWORD, RedisServer, run_redis
+
+from .kombu_client import DB, PREFIX, RELIABLE, connect, publish, queue, redis_url, wait_for
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, RedisServer]]:
+    workdir = tmp_path_factory.mktemp("durable")
+    with run_redis(workdir) as master, run_redis(workdir, replica_of=master) as replica:
+        wait_for("the replica in sync", lambda: _in_sync(replica), 20)
+        yield master, replica
+
+
+def _in_sync(replica: RedisServer) -> bool:
+    return replica.client(PASSWORD).info("replication").get("master_link_status") == "up"
+
+
+def _durable(master: RedisServer) -> Connection:
+    return connect(redis_url(master), RELIABLE, rcbundle_publish_replicas=1)
+
+
+def test_a_publish_returns_once_the_replica_holds_the_message(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    master, replica = pair
+    kept = queue("kept")
+    with _durable(master) as conn:
+        publish(conn, kept, "replicated")
+    # Already there: the publish waited for it.
+    assert replica.client(PASSWORD, db=DB).llen(PREFIX + kept.name) == 1
+
+
+def test_a_publish_no_replica_takes_fails_instead_of_being_accepted(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    master, replica = pair
+    alone = queue("alone")
+    replica.client(PASSWORD).replicaof("NO", "ONE")
+    try:
+        wait_for(
+            "the master without replicas",
+            lambda: master.client(PASSWORD).info("replication")["connected_slaves"] == 0,
+        )
+        with _durable(master) as conn:
+            channel = cast(transport.Channel, conn.default_channel)
+            started = time.monotonic()
+            with pytest.raises(transport.PublishNotReplicated, match="reached 0 of the 1"):
+                channel._put(alone.name, {"body": "unreplicated", "properties": {}})
+            assert time.monotonic() - started >= transport.PUBLISH_WAIT_MS / 1000 - 0.1
+        # A stock publish on the same server is accepted at once: the option makes the difference.
+        with connect(redis_url(master), RELIABLE) as conn:
+            publish(conn, alone, "accepted")
+    finally:
+        replica.client(PASSWORD).replicaof("127.0.0.1", master.port)
+    wait_for("the replica back in sync", lambda: _in_sync(replica), 20)
