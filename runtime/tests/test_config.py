@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
 from celery.backends.redis import RedisBackend
 from kombu.utils.url import url_to_parts
@@ -483,3 +484,13 @@ def test_publish_replicas_must_leave_one_server_for_the_master(replicas: int) ->
     with pytest.raises(ConfigError) as caught:
         parse_settings(with_value(SENTINELLED, "redis.sentinel.publish_replicas", replicas))
     assert str(caught.value).startswith("redis.sentinel.publish_replicas:")
+
+
+def test_a_result_write_that_meets_a_lost_connection_is_retried() -> None:
+    conf = celery_config(parse_settings(MINIMAL))
+    retries = conf["result_backend_max_retries"]
+    assert isinstance(retries, int)
+    assert 5 <= retries < 100
+    backend: Any = Celery("check", config_source=conf, set_as_current=False).backend
+    assert backend.always_retry is True
+    assert backend.exception_safe_to_retry(redis.TimeoutError())

@@ -117,6 +117,8 @@ KEEPALIVE_OPTIONS = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TC
 # minute on it before asking the next Sentinel, and the workers consumed nothing meanwhile. So
 # the Sentinels get a short timeout and no retry: the client asks the next one.
 SENTINEL_TIMEOUT = 2
+# Result writes retried after a connection error, with backoff up to 5 s: about a minute.
+RESULT_RETRIES = 15
 
 _TYPE_WORDS = {int: "an integer", str: "a string", bool: "true or false"}
 _TOML_KINDS = {
@@ -342,6 +344,12 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "redis_socket_timeout": SOCKET_TIMEOUT,
         "redis_socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
         "redis_socket_keepalive": True,
+        # A result write that meets a lost connection (a Redis restart, a failover: the pooled
+        # connection still leads to the old master) is retried on a new one, through Sentinel to
+        # the new master, instead of leaving a task that ran without its result.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": RESULT_RETRIES,
+        "result_backend_max_sleep_between_retries_ms": 5000,
         "broker_connection_retry_on_startup": True,
         # Pickle would let anyone who can write to the broker run code on the workers.
         "accept_content": ["json"],

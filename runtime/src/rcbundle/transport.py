@@ -108,12 +108,13 @@ kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Ce
   (exchange, routing_key); the unacked entry [message, exchange, routing_key] (JSON).
 - kombu's prefixing client prefixes BRPOP and HDEL (used through kombu's pipeline) but not
   EVAL, HSCAN or pub/sub channel names: those are prefixed here, on plain redis-py clients.
-- redis-py: Connection._sock (whether a fetch's reply can still arrive on it; the socket to
-  poll), Connection.can_read, PubSub (subscribe and unsubscribe, which send without reading;
-  subscribed, get_message(timeout=0), check_health, health_check_response_counter, close, and
-  __del__, which closes the connection of a PubSub collected unclosed), Connection host/port,
-  SentinelConnectionPool.get_master_address, ConnectionPool.connection_kwargs["db"], and its
-  fork check (a pool used in a forked child starts afresh).
+- redis-py: BaseParser.EXCEPTION_CLASSES (reply prefix -> exception class; NOREPLICAS is added,
+  as NoReplicasError), Connection._sock (whether a fetch's reply can still arrive on it; the
+  socket to poll), Connection.can_read, PubSub (subscribe and unsubscribe, which send without
+  reading; subscribed, get_message(timeout=0), check_health, health_check_response_counter,
+  close, and __del__, which closes the connection of a PubSub collected unclosed), Connection
+  host/port, SentinelConnectionPool.get_master_address, ConnectionPool.connection_kwargs["db"],
+  and its fork check (a pool used in a forked child starts afresh).
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ from kombu.transport import virtual  # noqa: E402
 from kombu.utils.encoding import bytes_to_str  # noqa: E402
 from kombu.utils.json import dumps, loads  # noqa: E402
 from kombu.utils.objects import cached_property  # noqa: E402
+from redis._parsers import base as _parsers_base  # noqa: E402
 from redis.client import Pipeline, PubSub  # noqa: E402
 from redis.sentinel import SentinelConnectionPool  # noqa: E402
 
@@ -401,6 +403,29 @@ class KeyspaceSubscription:
 
 class _MasterMoved(Exception):
     """Sentinel names another master than the one the subscriber is connected to."""
+
+
+class NoReplicasError(redis.ResponseError, redis.ConnectionError):
+    """NOREPLICAS: the master refuses writes while fewer replicas than min-replicas-to-write
+    are in sync (a master cut off from the others, or every replica gone).
+
+    redis-py raises it as a plain ResponseError, which kombu and Celery take for a broken
+    command: the worker exited ("Unrecoverable error") and systemd restarted it, again and
+    again, until a replica came back. Registered with redis-py's parser as a connection error
+    too, so clients reconnect and retry with backoff instead (through Sentinel: to a new master
+    once there is one). A ResponseError still, because redis-py raises only those from replies.
+    """
+
+
+def _register_noreplicas() -> None:
+    """Map NOREPLICAS to NoReplicasError in redis-py's reply parser (its EXCEPTION_CLASSES);
+    a redis-py without that table keeps its ResponseError."""
+    table = getattr(_parsers_base.BaseParser, "EXCEPTION_CLASSES", None)
+    if isinstance(table, dict):
+        table.setdefault("NOREPLICAS", NoReplicasError)
+
+
+_register_noreplicas()
 
 
 class PublishNotReplicated(redis.ConnectionError):

@@ -67,3 +67,30 @@ def test_a_publish_no_replica_takes_fails_instead_of_being_accepted(
     finally:
         replica.client(PASSWORD).replicaof("127.0.0.1", master.port)
     wait_for("the replica back in sync", lambda: _in_sync(replica), 20)
+
+
+def test_a_master_refusing_writes_is_a_connection_error_clients_recover_from(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    # min-replicas-to-write with no replica in sync: every write answers NOREPLICAS. kombu and
+    # Celery must take it for a lost connection (retry, reconnect), not a broken command.
+    master, replica = pair
+    admin = master.client(PASSWORD)
+    replica.client(PASSWORD).replicaof("NO", "ONE")
+    try:
+        wait_for(
+            "the master without replicas",
+            lambda: admin.info("replication")["connected_slaves"] == 0,
+        )
+        admin.config_set("min-replicas-to-write", 1)
+        with connect(redis_url(master), RELIABLE) as conn:
+            assert transport.NoReplicasError in conn.connection_errors or any(
+                issubclass(transport.NoReplicasError, kind) for kind in conn.connection_errors
+            )
+            channel = cast(transport.Channel, conn.default_channel)
+            with pytest.raises(transport.NoReplicasError, match="Not enough good replicas"):
+                channel._put(queue("refused").name, {"body": "refused", "properties": {}})
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+        replica.client(PASSWORD).replicaof("127.0.0.1", master.port)
+    wait_for("the replica back in sync", lambda: _in_sync(replica), 20)
