@@ -91,7 +91,21 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], int, list[str]]] = [
         0,
         ["celery_worker_instances", "letters"],
     ),
-    ("two redis hosts", {}, {}, 1, ["exactly one host in group 'redis'", "got 2"]),
+    ("two redis hosts", {}, {}, 1, ["group 'redis' has 2 hosts", "an odd number of hosts"]),
+    (
+        "three redis hosts without ACL users",
+        {},
+        {},
+        2,
+        ["redis_auth_mode: acl", "redis_acl_replication_password must be at least 16"],
+    ),
+    (
+        "three redis hosts on different ports",
+        {"redis_port": 6390},
+        {},
+        2,
+        ["redis_port is 6390 on bad-redis but bad-redis2: 6379, bad-redis3: 6379", "group_vars"],
+    ),
     (
         "number as a string",
         {"redis_maxmemory_mb": "200"},

@@ -55,6 +55,11 @@ class _Server:
 # entry asked for is read, so a secret is only templated when the password is asked for.
 SETTINGS: dict[str, Callable[[_Server, str], object]] = {
     "host": lambda server, name: name,
+    # The Redis group's hosts, when there are several: replicated, with a Sentinel on each.
+    "sentinel_port": lambda server, name: server["redis_sentinel_port"],
+    "sentinel_master_name": lambda server, name: server["redis_sentinel_master_name"],
+    # A task is accepted once as many replicas hold it as the master needs in sync to write.
+    "publish_replicas": lambda server, name: server["redis_min_replicas_to_write"],
     "port": lambda server, name: server["redis_port"],
     "result_port": lambda server, name: (
         server["redis_results_port"] if server["redis_results_server"] else None
@@ -93,6 +98,19 @@ def celery_worker_redis_setting(
         raise ValueError(f"celery_worker_redis_setting: unknown setting {setting!r}")
     name = _server_host(group, groups)
     return SETTINGS[setting](_Server(hostvars[name]), name)
+
+
+def celery_worker_redis_sentinel_hosts(
+    group: str, groups: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """Filter: celery_worker_redis_group | celery_worker_redis_sentinel_hosts(groups).
+
+    The group's hosts when it has several (a replicated Redis: the workers ask their
+    Sentinels where the master is), else none (the workers connect to the one server).
+    """
+    _server_host(group, groups)
+    hosts = list(groups[group])
+    return hosts if len(hosts) > 1 else []
 
 
 def celery_worker_redis_mismatch_errors(
@@ -142,5 +160,6 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "celery_worker_redis_setting": celery_worker_redis_setting,
+            "celery_worker_redis_sentinel_hosts": celery_worker_redis_sentinel_hosts,
             "celery_worker_redis_mismatch_errors": celery_worker_redis_mismatch_errors,
         }

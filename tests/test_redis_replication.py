@@ -1,0 +1,106 @@
+"""A replicated Redis group (roles/redis/filter_plugins/redis_replication.py): which host is the
+master, the address the group uses, and the rules validation applies before any host changes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "roles/redis/filter_plugins"))
+from redis_replication import (  # the role's plugin, not installed
+    current_master,
+    mismatch_errors,
+    replication_address,
+    replication_errors,
+    role_defaults,
+)
+
+HOSTS = ["r1", "r2", "r3"]
+SECRET = "s3cret-s3cret-s3cret"
+
+
+def facts(address: str, **variables: object) -> dict[str, Any]:
+    return {"ansible_facts": {"default_ipv4": {"address": address}}, **variables}
+
+
+HOSTVARS = {f"r{i}": facts(f"10.0.0.{i}") for i in (1, 2, 3)}
+
+
+def good(**changes: object) -> dict[str, Any]:
+    v = dict(role_defaults()) | {
+        "redis_replication_group": "redis",
+        "redis_auth_mode": "acl",
+        "redis_acl_replication_password": SECRET,
+        "redis_acl_sentinel_password": SECRET + "x",
+    }
+    return v | changes
+
+
+def test_the_address_is_the_first_bind_address_that_is_not_loopback() -> None:
+    assert replication_address(facts("10.0.0.1")) == "10.0.0.1"
+    assert replication_address(facts("10.0.0.1", redis_bind=["127.0.0.1", "192.168.5.5"])) == (
+        "192.168.5.5"
+    )
+    assert replication_address(facts("10.0.0.1", redis_bind=["127.0.0.1", "::1"])) == "10.0.0.1"
+
+
+def test_the_master_is_the_host_sentinel_names() -> None:
+    assert current_master(["10.0.0.3", "6379"], HOSTS, HOSTVARS) == "r3"
+
+
+@pytest.mark.parametrize("answer", [[], [""], ["10.9.9.9", "6379"]])
+def test_without_an_answer_naming_a_host_the_first_host_is_the_master(answer: list[str]) -> None:
+    # No Sentinel yet (a new group, or one growing from its single server, listed first).
+    assert current_master(answer, HOSTS, HOSTVARS) == "r1"
+
+
+def test_a_good_group_passes() -> None:
+    assert replication_errors(good(), HOSTS) == []
+    assert mismatch_errors(HOSTS, HOSTVARS) == []
+
+
+def test_a_single_server_has_no_replication_rules() -> None:
+    assert replication_errors({"redis_auth_mode": "requirepass"}, ["r1"]) == []
+    assert replication_errors({"redis_auth_mode": "requirepass"}, []) == []
+
+
+@pytest.mark.parametrize(
+    ("hosts", "changes", "expected"),
+    [
+        (["r1", "r2"], {}, "an odd number of hosts"),
+        ([*HOSTS, "r4"], {}, "an odd number of hosts"),
+        (HOSTS, {"redis_auth_mode": "requirepass"}, "redis_auth_mode: acl"),
+        (HOSTS, {"redis_results_server": True}, "redis_results_server"),
+        (HOSTS, {"redis_sentinel_port": 6379}, "redis_sentinel_port (6379)"),
+        (HOSTS, {"redis_sentinel_master_name": "my master"}, "redis_sentinel_master_name"),
+        (HOSTS, {"redis_sentinel_down_after_ms": 10}, "redis_sentinel_down_after_ms (10)"),
+        (HOSTS, {"redis_sentinel_failover_timeout_ms": 5000}, "failover_timeout_ms (5000)"),
+        (HOSTS, {"redis_min_replicas_to_write": 3}, "redis_min_replicas_to_write (3)"),
+        (HOSTS, {"redis_min_replicas_max_lag": 0}, "redis_min_replicas_max_lag (0)"),
+        (HOSTS, {"redis_acl_replication_password": ""}, "redis_acl_replication_password"),
+        (HOSTS, {"redis_acl_sentinel_password": "short"}, "redis_acl_sentinel_password"),
+        (HOSTS, {"redis_acl_sentinel_user": "celery"}, "redis_acl_sentinel_user"),
+    ],
+)
+def test_a_bad_group_is_refused_naming_the_variable(
+    hosts: list[str], changes: dict[str, Any], expected: str
+) -> None:
+    errors = replication_errors(good(**changes), hosts)
+    assert any(expected in e for e in errors), errors
+    assert not any(SECRET in e for e in errors)
+
+
+def test_settings_that_differ_across_the_group_are_named() -> None:
+    hostvars = HOSTVARS | {"r3": facts("10.0.0.3", redis_port=6390)}
+    (error,) = mismatch_errors(HOSTS, hostvars)
+    assert error.startswith("redis_port is 6379 on r1 but r3: 6390")
+
+
+def test_a_secret_that_differs_is_named_and_not_shown() -> None:
+    hostvars = HOSTVARS | {"r2": facts("10.0.0.2", redis_acl_sentinel_password=SECRET)}
+    (error,) = mismatch_errors(HOSTS, hostvars)
+    assert error.startswith("redis_acl_sentinel_password differs between r1 and r2")
+    assert SECRET not in error
