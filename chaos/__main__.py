@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chaos.report import render, render_safe_deploys
+from chaos.report import render, render_failover, render_safe_deploys
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 NOTES = HERE / "NOTES.md"
 SAFE_DEPLOYS = HERE / "safe-deploys.json"
+FAILOVER = HERE / "failover.json"
 RELIABILITY = HERE.parent / "RELIABILITY.md"
 
 
@@ -28,6 +29,8 @@ def write_report(results: dict[str, Any]) -> None:
     text = render(results)
     if SAFE_DEPLOYS.exists():
         text += "\n" + render_safe_deploys(json.loads(SAFE_DEPLOYS.read_text())) + "\n"
+    if FAILOVER.exists():
+        text += "\n" + render_failover(json.loads(FAILOVER.read_text())) + "\n"
     if NOTES.exists():
         text += "\n" + NOTES.read_text()
     RELIABILITY.write_text(text.rstrip("\n") + "\n")
@@ -79,7 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         " into chaos/safe-deploys.json, then redo RELIABILITY.md",
     )
     parser.add_argument(
-        "--commit", help="with --safe-deploys: the commit the figures were measured at"
+        "--failover",
+        metavar="FILE",
+        help="publish the ha scenario's failover figures (build/failover.json) into"
+        " chaos/failover.json, then redo RELIABILITY.md",
+    )
+    parser.add_argument(
+        "--commit",
+        help="with --safe-deploys or --failover: the commit the figures were measured at",
     )
     args = parser.parse_args(argv)
     if args.safe_deploys:
@@ -89,7 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             "changes": json.loads(Path(args.safe_deploys).read_text()),
         }
         SAFE_DEPLOYS.write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")
-    if args.render or args.safe_deploys:
+    if args.failover:
+        published = {
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": args.commit or bundle_commit(),
+            "faults": json.loads(Path(args.failover).read_text()),
+        }
+        FAILOVER.write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")
+    if args.render or args.safe_deploys or args.failover:
         write_report(json.loads(RESULTS.read_text()))
         return 0
 

@@ -205,3 +205,36 @@ def render_safe_deploys(published: dict[str, Any]) -> str:
         cells = ["-" if fig.get(key) is None else _fmt(fig[key]) for key in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def render_failover(published: dict[str, Any]) -> str:
+    """The failover section: the ha scenario's master frozen under a task stream."""
+    lines = [
+        "## Failover: the master's host frozen under a task stream",
+        "",
+        "From `molecule/ha/tests/test_failover.py` (run by `make test`), published into",
+        "`chaos/failover.json` by `python -m chaos --failover build/failover.json`:",
+        f"run of {published['date']} at commit {published['commit']}. Three Redis hosts with",
+        "Sentinel (TLS, ACL users), one worker host. The bundle's producer (the workers' config:",
+        "Sentinels, durable publish) sent a task every 0.1 s for 40 s; 8 s in, the master's",
+        "container was frozen (`podman pause`: its host neither answers nor closes a",
+        "connection). A task is accepted when its send returned; lost when accepted and never",
+        "run. Refused sends are those the producer was told failed (it may send them again).",
+        "",
+        "| fault | tasks sent | accepted | refused | lost | run twice | replica promoted (s)"
+        " | first task done after the freeze (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    keys = (
+        "tasks_sent",
+        "tasks_accepted",
+        "sends_refused",
+        "tasks_lost",
+        "tasks_run_twice",
+        "promoted_after_seconds",
+        "first_task_after_seconds",
+    )
+    for name, fig in sorted(published["faults"].items()):
+        cells = ["-" if fig.get(key) is None else _fmt(fig[key]) for key in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

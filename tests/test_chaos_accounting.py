@@ -21,7 +21,7 @@ from chaos.accounting import (
     tally,
 )
 from chaos.lab import Flow
-from chaos.report import headline, render, render_safe_deploys
+from chaos.report import headline, render, render_failover, render_safe_deploys
 
 W1, W2 = "default@chaos-worker1", "default@chaos-worker2"
 
@@ -226,3 +226,24 @@ def test_the_safe_deploys_section_shows_every_change_and_its_losses() -> None:
     assert "run of 2026-12-06 07:30 UTC at commit abc1234" in text
     assert "| release whose import fails | 306 | 0 | 7.0 | 5.9 | 61.6 |" in text
     assert "| redis setting redis refuses | 120 | 2 | - | - | - |" in text
+
+
+def test_the_failover_section_shows_each_fault_and_its_losses() -> None:
+    published = {
+        "date": "2026-12-06 23:59 UTC",
+        "commit": "def5678",
+        "faults": {
+            "master host frozen": {
+                "tasks_sent": 310,
+                "tasks_accepted": 300,
+                "sends_refused": 10,
+                "tasks_lost": 0,
+                "tasks_run_twice": 1,
+                "promoted_after_seconds": 6.2,
+                "first_task_after_seconds": 9.5,
+            },
+        },
+    }
+    text = render_failover(published)
+    assert "run of 2026-12-06 23:59 UTC at commit def5678" in text
+    assert "| master host frozen | 310 | 300 | 10 | 0 | 1 | 6.2 | 9.5 |" in text

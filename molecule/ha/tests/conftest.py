@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import testinfra
 import yaml
 
@@ -96,7 +97,9 @@ def master_address(sentinel_host: str) -> str:
 
 
 def address(host: str) -> str:
-    return str(on(host).run("hostname -I").stdout.split()[0])
+    """HOST's address on the scenario's network ("" when it runs no command: paused)."""
+    words = str(on(host).run("hostname -I").stdout).split()
+    return words[0] if words else ""
 
 
 def master() -> str:
@@ -121,3 +124,13 @@ def produce(count: int) -> dict[str, object]:
 def deploy(*args: str) -> subprocess.CompletedProcess[str]:
     """ansible-playbook deploy.yml against the scenario's inventory (as molecule wrote it)."""
     return playbook("deploy.yml", molecule_inventory(), *args, timeout=900)
+
+
+# The modules in the order they change the group: the group as converged first, then the
+# replicas frozen and thawed, then the failover (which moves the master for good).
+ORDER = ["test_group", "test_durable_publish", "test_failover"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the modules in ORDER (each module's own tests keep their order)."""
+    items.sort(key=lambda item: ORDER.index(item.path.stem))

@@ -1,51 +1,153 @@
-"""A failover with tasks before and after: the master's host freezes (podman pause: no answer,
-no goodbye), the Sentinels promote a replica, and the worker and a user's plain Celery producer
-follow the new master without a restart. The old master comes back as a replica, and a deploy
-afterwards keeps the master where Sentinel put it."""
+"""A failover under a task stream: the master's host freezes (podman pause: no answer, no
+goodbye) while the bundle's producer sends a task every 0.1 s through its config (durable
+publish), the Sentinels promote a replica, and the worker follows without a restart. Counted
+from the producer's side: every task it was told was accepted ran. A user's plain Celery
+producer configured by hand works on the new master too, the old master comes back as a
+replica, and a deploy afterwards keeps the master where Sentinel put it. The figures go to
+build/failover.json (RELIABILITY.md: `python -m chaos --failover build/failover.json`)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import shlex
 import subprocess
 import time
+from collections.abc import Callable
 
-from conftest import REDIS, WORKER, address, cli, deploy, master, master_address, on, produce
+from conftest import (
+    PYTHON,
+    REDIS,
+    REPO,
+    WORKER,
+    address,
+    cli,
+    deploy,
+    master,
+    master_address,
+    on,
+    produce,
+)
+
+STREAM_SECONDS = 40
+PAUSE_AFTER = 8
+FIGURES = REPO / "build/failover.json"
+
+# The bundle's producer: the workers' own config (Sentinels, TLS, durable publish), one
+# record_work task per idempotency key every 0.1 s, until its time is up or OUT.stop exists;
+# what each send answered, as JSON.
+STREAM = r"""
+import json, sys, time
+from pathlib import Path
+from celery import Celery
+from rcbundle.config import celery_config, load_settings
+seconds, label, out = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+app = Celery("stream")
+app.config_from_object(celery_config(load_settings(Path("/etc/taskapp/config.toml"))))
+sends, end, i = [], time.time() + seconds, 0
+while time.time() < end and not Path(out + ".stop").exists():
+    key, at = f"{label}-{i}", time.time()
+    try:
+        app.send_task("taskapp.record_work", args=[key], kwargs={"label": label},
+                      ignore_result=True)
+        sends.append([key, at, None])
+    except Exception as exc:
+        sends.append([key, at, f"{type(exc).__name__}: {exc}"[:200]])
+    i += 1
+    time.sleep(0.1)
+Path(out + ".part").write_text(json.dumps(sends))
+Path(out + ".part").rename(out)
+"""
+
+
+def wait_for(what: str, check: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    raise AssertionError(f"{what}: not within {seconds} s")
 
 
 def worker_pids() -> str:
     return str(on(WORKER).run("systemctl show -p MainPID --value 'celery-worker@*'").stdout)
 
 
-def wait_for(what: str, check: object, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {seconds} s")
+def executions(label: str) -> list[dict[str, object]]:
+    """record_work's entries for LABEL, read on the current master (result database 1)."""
+    key = f"taskapp:taskapp-executions:{label}"
+    lines = cli(master(), "-n", "1", "LRANGE", key, "0", "-1").splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-def test_tasks_run_before_during_and_after_a_failover() -> None:
-    before = produce(20)
-    assert before["done"] == 20, before
+def start_stream(seconds: float) -> tuple[str, str]:
+    """The bundle's producer sending for SECONDS in the background on the worker host: its
+    label (the tasks' record list) and the file its sends go to."""
+    label = f"stream-{time.time_ns()}"
+    out = f"/tmp/{label}.json"
+    stream = shlex.join([PYTHON, "-c", STREAM, str(seconds), label, out])
+    on(WORKER).run(f"nohup {stream} >/tmp/{label}.log 2>&1 &")
+    return label, out
+
+
+def finish_stream(label: str, out: str, seconds: float, since: float) -> dict[str, object]:
+    """What the stream's sends answered and what ran, once every accepted task ran (or two
+    minutes passed): sent, accepted, refused, lost, run twice, and the first task done after
+    SINCE (a time.time())."""
+    wait_for("the stream's end", lambda: on(WORKER).file(out).exists, seconds + 120)
+    sends = json.loads(on(WORKER).file(out).content_string)
+    accepted = {key for key, _, error in sends if error is None}
+    refused = [error for _, _, error in sends if error is not None]
+
+    def runs() -> dict[str, set[object]]:
+        found: dict[str, set[object]] = {}
+        for entry in executions(label):
+            if entry["phase"] == "done":
+                found.setdefault(str(entry["key"]), set()).add(entry["execution"])
+        return found
+
+    with contextlib.suppress(AssertionError):
+        wait_for("every accepted task run", lambda: accepted <= runs().keys(), 120)
+    ran = runs()
+    done_at = [float(str(e["at"])) for e in executions(label) if e["phase"] == "done"]
+    later = [at for at in done_at if at > since]
+    return {
+        "tasks_sent": len(sends),
+        "tasks_accepted": len(accepted),
+        "sends_refused": len(refused),
+        "tasks_lost": len(accepted - ran.keys()),
+        "tasks_run_twice": sum(1 for key in accepted if len(ran.get(key, ())) > 1),
+        "first_task_after_seconds": round(min(later) - since, 1) if later else None,
+        "refusals": sorted(set(refused))[:3],
+    }
+
+
+def test_a_failover_under_a_task_stream_loses_no_accepted_task() -> None:
+    label, out = start_stream(STREAM_SECONDS)
     pids = worker_pids()
+    time.sleep(PAUSE_AFTER)
     old = master()
     old_address = address(old)  # a paused container runs no command
     others = [host for host in REDIS if host != old]
     subprocess.run(["podman", "pause", old], check=True)
+    paused_at = time.time()
     try:
-        paused = time.monotonic()
         wait_for(
             "a replica promoted",
             lambda: all(master_address(host) not in ("", old_address) for host in others),
             60,
         )
-        promoted = time.monotonic() - paused
-        after = produce(20)
-        assert after["done"] == 20, after
+        promoted_after = time.time() - paused_at
+        figures = finish_stream(label, out, STREAM_SECONDS, paused_at)
+        figures["promoted_after_seconds"] = round(promoted_after, 1)
+        FIGURES.parent.mkdir(exist_ok=True)
+        FIGURES.write_text(json.dumps({"master host frozen": figures}, indent=2) + "\n")
+        print(f"failover under a stream: {figures}")
+        assert figures["tasks_lost"] == 0, figures
         assert worker_pids() == pids  # followed, not restarted
-        new = next(host for host in others if address(host) == master_address(others[0]))
-        assert cli(new, "ROLE").splitlines()[0] == "master"
-        print(f"failover: promoted {promoted:.1f} s after the pause; after: {after}")
+        # A user's plain Celery producer, configured by hand, on the new master.
+        after = produce(10)
+        assert after["done"] == 10, after
     finally:
         subprocess.run(["podman", "unpause", old], check=True)
     wait_for("the old master back as a replica", lambda: cli(old, "ROLE").startswith("slave"), 60)
@@ -57,18 +159,50 @@ def test_tasks_run_before_during_and_after_a_failover() -> None:
     assert produce(5)["done"] == 5
 
 
-def test_a_deploy_after_the_failover_keeps_the_new_master() -> None:
-    now = master()
-    assert now != REDIS[0]  # the failover above moved it
-    run = deploy()
+def run_ids() -> dict[str, str]:
+    return {
+        host: next(
+            line.split(":", 1)[1]
+            for line in cli(host, "INFO", "server").splitlines()
+            if line.startswith("run_id:")
+        )
+        for host in REDIS
+    }
+
+
+def replicaof_lines(host: str) -> list[str]:
+    text = on(host).file("/etc/redis/redis-replicaof.conf").content_string
+    return [line for line in text.splitlines() if line.startswith("replicaof")]
+
+
+def test_a_restart_after_the_failover_goes_server_by_server_under_a_stream() -> None:
+    # A setting that needs a restart, changed after the failover moved the master: the role
+    # writes each server's place as Sentinel has it, then restarts the replicas one by one and
+    # the master last after a switchover, while the bundle's producer keeps sending.
+    assert master() != REDIS[0]  # the failover above moved it
+    before = run_ids()
+    label, out = start_stream(900)
+    started = time.time()
+    run = deploy("-e", json.dumps({"redis_maxclients": 9990}))
+    on(WORKER).run(f"touch {out}.stop")
     assert run.returncode == 0, run.stdout[-4000:]
-    assert master() == now
+    assert "Hand the master's role to a replica" in run.stdout
+    figures = finish_stream(label, out, 0, started)
+    figures["deploy_seconds"] = round(time.time() - started, 1)
+    print(f"rolling restart under a stream: {figures}")
+    published = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    FIGURES.write_text(
+        json.dumps({**published, "rolling restart, switchover": figures}, indent=2) + "\n"
+    )
+    assert figures["tasks_lost"] == 0, figures
+    assert figures["sends_refused"] == 0, figures
+    after = run_ids()
+    assert all(after[host] != before[host] for host in REDIS), (before, after)
+    now = master()
     for host in REDIS:
-        replicaof = on(host).file("/etc/redis/redis-replicaof.conf").content_string
-        lines = [line for line in replicaof.splitlines() if line.startswith("replicaof")]
-        assert lines == ([] if host == now else [f"replicaof {address(now)} 6379"])
-    again = deploy()
-    assert again.returncode == 0, again.stdout[-4000:]
-    recap = again.stdout.split("PLAY RECAP")[-1]
-    assert recap.count("changed=0") == len(REDIS) + 1, recap  # and the worker host
+        assert cli(host, "CONFIG", "GET", "maxclients").splitlines()[-1] == "9990"
+        assert replicaof_lines(host) == ([] if host == now else [f"replicaof {address(now)} 6379"])
+    # Back to the inventory's value: the same restart, then the hosts as converge left them.
+    back = deploy()
+    assert back.returncode == 0, back.stdout[-4000:]
     assert produce(5)["done"] == 5
