@@ -42,6 +42,9 @@ def test_a_server_at_the_redis_roles_defaults() -> None:
         "tls": False,
         "tls_source": "bundle",
         "tls_ca_cert_file": "",
+        "sentinel_port": 26379,
+        "sentinel_master_name": "bundle",
+        "publish_replicas": 1,
     }
 
 
@@ -59,6 +62,9 @@ def test_acl_tls_and_a_results_server_follow_the_redis_host() -> None:
         "redis_tls": True,
         "redis_tls_source": "files",
         "redis_tls_ca_cert_file": "/srv/pki/ca.pem",
+        "redis_sentinel_port": 26380,
+        "redis_sentinel_master_name": "shop",
+        "redis_min_replicas_to_write": 2,
     }
     assert derived(server) == {
         "host": "cache-a.example.internal",
@@ -71,6 +77,9 @@ def test_acl_tls_and_a_results_server_follow_the_redis_host() -> None:
         "tls": True,
         "tls_source": "files",
         "tls_ca_cert_file": "/srv/pki/ca.pem",
+        "sentinel_port": 26380,
+        "sentinel_master_name": "shop",
+        "publish_replicas": 2,
     }
 
 
@@ -183,3 +192,13 @@ def test_an_inventory_that_sets_only_the_servers_switches_passes(tmp_path: Path)
     }
     proc = run_validation(write_inventory(tmp_path, redis_vars, {}, 0))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_a_group_of_several_redis_hosts_gives_the_workers_its_sentinels() -> None:
+    from celery_worker_redis import celery_worker_redis_sentinel_hosts
+
+    groups = {"redis": ["r1", "r2", "r3"]}
+    assert celery_worker_redis_sentinel_hosts("redis", groups) == ["r1", "r2", "r3"]
+    assert celery_worker_redis_sentinel_hosts("redis", {"redis": ["r1"]}) == []
+    with pytest.raises(ValueError, match="celery_worker_redis_group"):
+        celery_worker_redis_sentinel_hosts("redis", {"redis": []})
