@@ -1,14 +1,16 @@
 """Rotating every ACL user's password without a gap (README, Rotating secrets), under a stream
-of tasks from plain Celery producers and fresh logins, as clients outside the bundle make them.
+of tasks from plain Celery producers and of fresh logins, as clients outside the bundle make them.
 
 The two steps, run as an operator runs them (the vault's variables given as extra vars, which
-outrank the inventory): step 1, the new password current and the old one as `_previous`: Redis
-takes both (ACL LOAD, no restart) and the workers roll onto the new one; the clients then
-switch; step 2, the `_previous` entries gone: the old passwords are refused. The same two steps
-then rotate back to the scenario's own passwords, so the host ends as converge left it, which a
-last deploy with the scenario's inventory proves (changed=0). Counted from the clients' side:
-every task sent completed, no login was refused, no send failed, no worker logged a refused
-login. The figures go to build/password-rotation.json.
+outrank the inventory): step 1, the new passwords current and the old ones as `_previous`:
+Redis takes both (ACL LOAD, no restart) and the workers roll onto the new ones; the clients then
+switch; step 2, the `_previous` entries gone: the old passwords are refused. Counted from the
+clients' side: every task sent completed, no login was refused, no send failed, no worker
+logged a refused login. The figures go to build/password-rotation.json.
+
+The test then puts back the files converge left (the aclfile, the workers' configuration) and
+applies them, and the last test deploys with the scenario's own inventory: changed=0 proves the
+hosts are as converge left them for the tests after these.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ import testinfra
 import yaml
 from celery import Celery
 from conftest import (
+    BROKER_PORT,
     CONTROLLER_PORT,
     PKI,
     REPO,
     RESULTS_CONTROLLER_PORT,
+    RESULTS_PORT,
     WORKER,
     Secrets,
     cli,
@@ -65,6 +69,9 @@ TLS = {
     "ssl_keyfile": str(PKI / f"{WORKER}.key"),
 }
 FIGURES = REPO / "build/password-rotation.json"
+# Where each host keeps, for the length of the test, the files converge left (/etc/redis on
+# the Redis host, /etc/taskapp on the worker host): the test puts them back at its end.
+BACKUP = "/root/password-rotation-backup"
 # What a worker logs when Redis refuses its login (redis-py's words, Redis's own).
 REFUSED_LOGIN = re.compile(r"WRONGPASS|invalid username-password|AuthenticationError|NOAUTH")
 
@@ -245,6 +252,26 @@ def figures() -> Iterator[dict[str, Any]]:
     FIGURES.write_text(json.dumps(found, indent=2, sort_keys=True) + "\n")
 
 
+def backup(host: testinfra.host.Host, directory: str) -> None:
+    host.check_output(f"rm -rf {BACKUP} && mkdir -p {BACKUP} && cp -a {directory}/. {BACKUP}/")
+
+
+def restore(redis_host: testinfra.host.Host, admin_passwords: list[str]) -> None:
+    """Put back the files the rotation changed, as converge left them, and apply them: the
+    users reloaded (as admin, with whichever password Redis takes now), the workers restarted
+    on their configuration. The next test's deploy proves nothing else moved (changed=0)."""
+    redis_host.check_output(f"cp -a {BACKUP}/. /etc/redis/")
+    for port in (BROKER_PORT, RESULTS_PORT):
+        answers = [
+            cli(redis_host, "acl", "load", user="admin", password=p, port=port)
+            for p in admin_passwords
+        ]
+        assert "OK" in answers, answers
+    worker = worker_host()
+    worker.check_output(f"cp -a {BACKUP}/. /etc/taskapp/")
+    worker.check_output("systemctl restart 'celery-worker@*'")
+
+
 def test_passwords_rotate_without_a_gap(
     host: testinfra.host.Host,
     secrets: Secrets,
@@ -253,41 +280,32 @@ def test_passwords_rotate_without_a_gap(
 ) -> None:
     old = secrets
     assert cli(host, "acl", "log", "reset", user="admin", password=old.admin) == "OK"
+    backup(host, "/etc/redis")
+    backup(worker_host(), "/etc/taskapp")
     servers_before = invocations(host)
     since = worker_host().check_output("date +%s")
     started = time.monotonic()
-    restored = False
     try:
         with Clients(old) as clients:
             time.sleep(3)
             # Step 1: Redis takes both passwords, the workers move to the new one.
-            run_step(rotation_vars(tmp_path, "step1", NEW, old))
-            assert passwords_of(host, NEW.admin) == dict.fromkeys(USERS, 2)
+            step1 = run_step(rotation_vars(tmp_path, "step1", NEW, old))
+            both = passwords_of(host, NEW.admin)
             clients.switch(NEW)
             # Step 2: the old passwords are refused; nothing restarts.
             step2 = run_step(rotation_vars(tmp_path, "step2", NEW, None))
-            assert recap(step2.stdout)[WORKER]["changed"] == 0, changed_tasks(step2.stdout)
-            assert passwords_of(host, NEW.admin) == dict.fromkeys(USERS, 1)
-            # Nothing was refused so far: Redis's own count agrees with the clients'.
-            assert cli(host, "acl", "log", user="admin", password=NEW.admin) == ""
-            for user in USERS:
-                assert refused(user, getattr(old, user)), f"{user}'s old password still works"
-                assert not refused(user, getattr(NEW, user)), user
-            # Back to the scenario's own passwords, the same two steps.
-            run_step(rotation_vars(tmp_path, "back1", old, NEW))
-            clients.switch(old)
-            back2 = run_step()
-            restored = True
-            assert recap(back2.stdout)[WORKER]["changed"] == 0, changed_tasks(back2.stdout)
             time.sleep(3)
-        lost = unfinished(clients.sent, old.celery)
+        one = passwords_of(host, NEW.admin)
+        # Redis's own count of refusals, before the probes below add theirs.
+        acl_log = cli(host, "acl", "log", user="admin", password=NEW.admin)
+        old_refused = {user: refused(user, getattr(old, user)) for user in USERS}
+        new_refused = {user: refused(user, getattr(NEW, user)) for user in USERS}
+        lost = unfinished(clients.sent, NEW.celery)
+        journal = worker_host().check_output(
+            f"journalctl -u 'celery-*' --since @{since} --no-pager -o cat"
+        )
     finally:
-        if not restored:  # leave the scenario's passwords for the tests after this one
-            deploy(rotation_vars(tmp_path, "restore", old, NEW))
-            deploy()
-    journal = worker_host().check_output(
-        f"journalctl -u 'celery-*' --since @{since} --no-pager -o cat"
-    )
+        restore(host, [NEW.admin, old.admin])
     worker_refusals = [line for line in journal.splitlines() if REFUSED_LOGIN.search(line)]
     figures.update(
         tasks_sent=len(clients.sent),
@@ -300,17 +318,22 @@ def test_passwords_rotate_without_a_gap(
         seconds=round(time.monotonic() - started, 1),
     )
     print(json.dumps(figures, sort_keys=True))
+    # Counted from the clients' side: nothing lost, nothing refused.
     assert clients.sent, "no task was sent"
     assert lost == [], f"{len(lost)} of {len(clients.sent)} tasks never completed"
-    assert clients.send_errors == []
+    assert clients.send_errors == [], clients.send_errors[:10]
     assert clients.refused == [], clients.refused[:10]
     assert worker_refusals == [], worker_refusals[:10]
-    # ACL LOAD, never a restart.
+    assert acl_log == "", acl_log[:2000]
+    # What each step did: two passwords, then one; the old ones refused, the new ones taken;
+    # ACL LOAD, never a restart of Redis; step 2 restarted no worker.
+    assert both == dict.fromkeys(USERS, 2), both
+    assert one == dict.fromkeys(USERS, 1), one
+    assert old_refused == dict.fromkeys(USERS, True), "an old password still works"
+    assert new_refused == dict.fromkeys(USERS, False), "a new password is refused"
     assert invocations(host) == servers_before
-    for user in USERS:
-        assert refused(user, getattr(NEW, user)), f"{user}'s rotated-away password still works"
-        assert not refused(user, getattr(old, user)), user
-    assert cli(host, "acl", "log", "reset", user="admin", password=old.admin) == "OK"
+    assert recap(step1.stdout)[WORKER]["changed"] > 0, "step 1 did not move the workers"
+    assert recap(step2.stdout)[WORKER]["changed"] == 0, changed_tasks(step2.stdout)
 
 
 def test_the_scenario_is_back_as_converge_left_it() -> None:
