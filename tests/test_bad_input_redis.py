@@ -74,6 +74,16 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["redis_acl_monitor_password", "16 characters"],
     ),
     (
+        "previous password in requirepass mode",
+        {"redis_password_previous": "test-only-old-admin-0123456789"},
+        ["redis_password_previous", "requirepass holds one password", "redis_auth_mode: acl"],
+    ),
+    (
+        "previous password equal to the current one",
+        {**ACL, "redis_acl_celery_password_previous": ACL["redis_acl_celery_password"]},
+        ["redis_acl_celery_password_previous is the same as redis_acl_celery_password"],
+    ),
+    (
         "acl user named default",
         {**ACL, "redis_acl_celery_user": "default"},
         ["redis_acl_celery_user", "'default'"],

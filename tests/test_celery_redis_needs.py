@@ -88,10 +88,14 @@ WIRED = "{{ redis_acl_key_prefix | bundle_celery_redis_needs(redis_acl_celery_br
 
 
 def render(tmp_path: Path, variables: dict[str, Any]) -> dict[str, str]:
-    # Beside a copy of the playbooks' filter plugins, as playbooks/redis.yml has them.
+    # Beside a copy of the playbooks' filter plugins, as playbooks/redis.yml has them, and of
+    # the role's own that the aclfile uses (Ansible loads them with the role).
     (tmp_path / "filter_plugins").mkdir()
-    plugin = REPO / "playbooks/filter_plugins/bundle_celery_redis.py"
-    (tmp_path / "filter_plugins" / plugin.name).write_text(plugin.read_text())
+    for plugin in (
+        REPO / "playbooks/filter_plugins/bundle_celery_redis.py",
+        REPO / "roles/redis/filter_plugins/redis_acl.py",
+    ):
+        (tmp_path / "filter_plugins" / plugin.name).write_text(plugin.read_text())
     out = tmp_path / "out.json"
     text = RENDER.replace("ROLE", str(REPO / "roles/redis")).replace("OUT", str(out))
     (tmp_path / "render.yml").write_text(text)

@@ -108,9 +108,51 @@ def password_errors(v: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+# Each password a rotation may keep a previous one for: (current, previous, vault name).
+ROTATED = (
+    ("redis_password", "redis_password_previous", "vault_redis_password"),
+    (
+        "redis_acl_celery_password",
+        "redis_acl_celery_password_previous",
+        "vault_redis_celery_password",
+    ),
+    (
+        "redis_acl_monitor_password",
+        "redis_acl_monitor_password_previous",
+        "vault_redis_monitor_password",
+    ),
+)
+
+
+def previous_password_errors(v: Mapping[str, Any]) -> list[str]:
+    """Messages for the previous passwords of a rotation (v: the host's variables, by name).
+
+    They name the variables, never a value."""
+    errors: list[str] = []
+    for current, previous, vault in ROTATED:
+        old = v.get(previous)
+        if old is None or old == "":
+            continue
+        if v.get("redis_auth_mode") != "acl":
+            errors.append(
+                f"{previous} is set but redis_auth_mode is {v.get('redis_auth_mode')}:"
+                " requirepass holds one password, so Redis cannot accept the old and the new"
+                " one side by side. Switch to redis_auth_mode: acl to rotate without a gap"
+                f" (README, Rotating secrets), or empty {previous}."
+            )
+        elif str(old) == str(v.get(current)):
+            errors.append(
+                f"{previous} is the same as {current}. Step 1 of a rotation puts the new"
+                f" password in {current} ({vault} in the vault file) and the old one in"
+                f" {previous} ({vault}_previous); once every client uses the new one, empty"
+                f" {previous} and deploy again."
+            )
+    return errors
+
+
 def bundle_redis_password_errors(variables: Mapping[str, Any]) -> list[str]:
     """Filter: vars | bundle_redis_password_errors (under no_log)."""
-    return password_errors(variables)
+    return password_errors(variables) + previous_password_errors(variables)
 
 
 def _size_errors(v: Mapping[str, Any], name: str) -> list[str]:
