@@ -15,7 +15,6 @@ from redis_replication import (  # the role's plugin, not installed
     mismatch_errors,
     replication_address,
     replication_errors,
-    restart_order,
     role_defaults,
 )
 
@@ -105,22 +104,3 @@ def test_a_secret_that_differs_is_named_and_not_shown() -> None:
     (error,) = mismatch_errors(HOSTS, hostvars)
     assert error.startswith("redis_acl_sentinel_password differs between r1 and r2")
     assert SECRET not in error
-
-
-def changed(config: bool = False, dropin: bool = False) -> dict[str, Any]:
-    return {
-        "redis__config": {"results": [{"changed": config}]},
-        "redis__dropin": {"results": [{"changed": dropin}]},
-    }
-
-
-def test_servers_restart_replicas_first_and_the_master_last() -> None:
-    hostvars = {"r1": changed(config=True), "r2": changed(dropin=True), "r3": changed(True)}
-    assert restart_order(HOSTS, hostvars, "r1") == ["r2", "r3", "r1"]
-    assert restart_order(HOSTS, hostvars, "r3") == ["r1", "r2", "r3"]
-
-
-def test_only_servers_whose_files_changed_restart() -> None:
-    hostvars = {"r1": changed(), "r2": changed(config=True), "r3": {}}
-    assert restart_order(HOSTS, hostvars, "r1") == ["r2"]
-    assert restart_order(HOSTS, {h: changed() for h in HOSTS}, "r1") == []

@@ -107,31 +107,6 @@ def bundle_redis_current_master(
     return current_master(list(answer), list(hosts), hostvars)
 
 
-def restart_order(
-    hosts: Sequence[str], hostvars: Mapping[str, Mapping[str, Any]], master: str
-) -> list[str]:
-    """The group's hosts whose server must restart (its redis.conf or unit drop-in changed in
-    this run: the registered results redis__config and redis__dropin), replicas first and the
-    master last, so the master is restarted once, after it handed its role to a replica."""
-    changed = [
-        host
-        for host in hosts
-        if any(
-            result.get("changed")
-            for name in ("redis__config", "redis__dropin")
-            for result in (hostvars[host].get(name) or {}).get("results", [])
-        )
-    ]
-    return [host for host in changed if host != master] + [h for h in changed if h == master]
-
-
-def bundle_redis_restart_order(
-    hosts: Sequence[str], hostvars: Mapping[str, Mapping[str, Any]], master: str
-) -> list[str]:
-    """Filter: ansible_play_hosts | bundle_redis_restart_order(hostvars, redis__master)."""
-    return restart_order(list(hosts), hostvars, str(master))
-
-
 def replication_errors(v: Mapping[str, Any], hosts: Sequence[str]) -> list[str]:
     """Messages for a replicated group's rules (v: this host's variables; hosts: the group).
 
@@ -256,7 +231,6 @@ class FilterModule:
         return {
             "bundle_redis_replication_address": bundle_redis_replication_address,
             "bundle_redis_current_master": bundle_redis_current_master,
-            "bundle_redis_restart_order": bundle_redis_restart_order,
             "bundle_redis_replication_errors": bundle_redis_replication_errors,
             "bundle_redis_replication_mismatch_errors": bundle_redis_replication_mismatch_errors,
         }
