@@ -25,10 +25,9 @@ TIMEOUT = 120
 
 def active_units(host: str) -> list[str]:
     """The host's worker nodes and beat that are running now."""
-    out = on(
-        host,
-        "systemctl list-units --plain --no-legend --state=active 'celery-worker@*' celery-beat.service",
-    )
+    # Patterns match whole unit names: celery-beat alone would match nothing.
+    units = "'celery-worker@*' celery-beat.service"
+    out = on(host, f"systemctl list-units --plain --no-legend --state=active {units}")
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
