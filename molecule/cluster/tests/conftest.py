@@ -52,6 +52,7 @@ ORDER = [
     "test_rolling_restart",  # a configuration change, on the scaled-out fleet
     "test_drain",  # worker2 drained
     "test_decommission",  # worker2's instance replaced
+    "test_backup_restore",  # the Redis host rebuilt from a backup; the fleet as it found it
 ]
 
 
