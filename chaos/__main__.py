@@ -36,6 +36,17 @@ def write_report(results: dict[str, Any]) -> None:
     RELIABILITY.write_text(text.rstrip("\n") + "\n")
 
 
+def publish(figures: Path, into: Path, key: str, commit: str | None) -> None:
+    """A scenario's figures (build/*.json) into their published file, dated, with the commit
+    they were measured at."""
+    published = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit or bundle_commit(),
+        key: json.loads(figures.read_text()),
+    }
+    into.write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")
+
+
 def bundle_commit() -> str:
     """The commit the suite runs, marked "-dirty" when the tree has uncommitted changes."""
 
@@ -93,19 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.safe_deploys:
-        published = {
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": args.commit or bundle_commit(),
-            "changes": json.loads(Path(args.safe_deploys).read_text()),
-        }
-        SAFE_DEPLOYS.write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")
+        publish(Path(args.safe_deploys), SAFE_DEPLOYS, "changes", args.commit)
     if args.failover:
-        published = {
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "commit": args.commit or bundle_commit(),
-            "faults": json.loads(Path(args.failover).read_text()),
-        }
-        FAILOVER.write_text(json.dumps(published, indent=2, sort_keys=True) + "\n")
+        publish(Path(args.failover), FAILOVER, "faults", args.commit)
     if args.render or args.safe_deploys or args.failover:
         write_report(json.loads(RESULTS.read_text()))
         return 0
