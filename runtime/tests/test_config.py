@@ -448,6 +448,25 @@ def test_the_sentinels_are_reached_with_tls_and_the_clients_login() -> None:
     assert broker["health_check_interval"] > 0
 
 
+def test_with_sentinel_the_masters_connections_give_up_sooner() -> None:
+    # A frozen master's successor is known within seconds; each pooled connection to the old
+    # one costs a socket timeout before the client asks Sentinel again.
+    single = celery_config(
+        parse_settings(
+            with_value(with_value(SENTINELLED, "redis.sentinel", ...), "redis.host", "r")
+        )
+    )
+    conf = celery_config(parse_settings(SENTINELLED))
+    broker = conf["broker_transport_options"]
+    assert isinstance(broker, dict)
+    assert broker["socket_timeout"] == broker["socket_connect_timeout"] == 5
+    assert conf["redis_socket_timeout"] == conf["redis_socket_connect_timeout"] == 5
+    assert (single["redis_socket_timeout"], single["redis_socket_connect_timeout"]) == (15, 10)
+    backend = Celery("check", config_source=conf, set_as_current=False).backend
+    params: dict[str, Any] = backend.connparams  # type: ignore[attr-defined]  # not in the stubs
+    assert params["socket_timeout"] == params["socket_connect_timeout"] == 5
+
+
 def test_celery_builds_a_sentinel_result_backend_that_follows_the_master() -> None:
     conf = celery_config(parse_settings(SENTINELLED))
     backend = Celery("check", config_source=conf, set_as_current=False).backend

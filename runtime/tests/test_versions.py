@@ -12,15 +12,20 @@ from rcbundle import versions
 def test_the_installed_celery_and_kombu_are_the_tested_ones() -> None:
     assert versions.series(version("celery")) == versions.TESTED["celery"]
     assert versions.series(version("kombu")) == versions.TESTED["kombu"]
+    assert versions.series(version("redis")) == versions.TESTED["redis"]
     versions.check()
 
 
 @pytest.mark.parametrize(
     ("installed", "named"),
     [
-        ({"celery": "5.8.0", "kombu": "5.7.0"}, "celery 5.8.0 (tested: 5.7.x)"),
-        ({"celery": "5.7.1", "kombu": "5.6.2"}, "kombu 5.6.2 (tested: 5.7.x)"),
-        ({"celery": "5.7.0", "kombu": "(not installed)"}, "kombu (not installed)"),
+        ({"celery": "5.8.0", "kombu": "5.7.0", "redis": "8.1.0"}, "celery 5.8.0 (tested: 5.7.x)"),
+        ({"celery": "5.7.1", "kombu": "5.6.2", "redis": "8.1.0"}, "kombu 5.6.2 (tested: 5.7.x)"),
+        (
+            {"celery": "5.7.0", "kombu": "(not installed)", "redis": "8.1.0"},
+            "kombu (not installed)",
+        ),
+        ({"celery": "5.7.0", "kombu": "5.7.0", "redis": "8.2.0"}, "redis 8.2.0 (tested: 8.1.x)"),
     ],
 )
 def test_an_untested_release_is_refused_with_the_fix(installed: dict[str, str], named: str) -> None:
@@ -33,10 +38,10 @@ def test_an_untested_release_is_refused_with_the_fix(installed: dict[str, str], 
 
 
 def test_patch_releases_of_the_tested_series_pass() -> None:
-    versions.check({"celery": "5.7.9", "kombu": "5.7.12"})
+    versions.check({"celery": "5.7.9", "kombu": "5.7.12", "redis": "8.1.3"})
 
 
-@pytest.mark.parametrize("module", ["rcbundle.transport", "rcbundle.solo"])
+@pytest.mark.parametrize("module", ["rcbundle.transport", "rcbundle.sentinel", "rcbundle.solo"])
 def test_the_modules_below_the_public_api_refuse_to_import_against_another_kombu(
     module: str,
 ) -> None:

@@ -117,6 +117,10 @@ KEEPALIVE_OPTIONS = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TC
 # minute on it before asking the next Sentinel, and the workers consumed nothing meanwhile. So
 # the Sentinels get a short timeout and no retry: the client asks the next one.
 SENTINEL_TIMEOUT = 2
+# With Sentinel a master that stops answering has a successor: a command or a connection it
+# leaves unanswered fails after this (not SOCKET_TIMEOUT), and the client asks Sentinel again.
+# Each pooled connection still leading to a frozen old master costs one such wait.
+SENTINEL_MASTER_TIMEOUT = 5
 # Result writes retried after a connection error, with backoff up to 5 s: about a minute.
 RESULT_RETRIES = 15
 
@@ -411,13 +415,20 @@ def celery_config(settings: Settings) -> dict[str, object]:
                 **({"ssl": True, **ssl_options} if ssl_options else {}),
             },
         }
+        timeouts = {
+            "socket_timeout": SENTINEL_MASTER_TIMEOUT,
+            "socket_connect_timeout": SENTINEL_MASTER_TIMEOUT,
+        }
         conf["broker_transport"] = "rcbundle.transport:SentinelTransport"
         conf["broker_transport_options"] = {
             **transport_options,
+            **timeouts,
             **sentinel,
             PUBLISH_REPLICAS_OPTION: redis.sentinel.publish_replicas,
         }
         conf["result_backend_transport_options"] = {**transport, **sentinel}
+        conf["redis_socket_timeout"] = SENTINEL_MASTER_TIMEOUT
+        conf["redis_socket_connect_timeout"] = SENTINEL_MASTER_TIMEOUT
     return conf
 
 

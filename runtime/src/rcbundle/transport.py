@@ -68,7 +68,9 @@ as kombu sends them, without the wait. The user needs the `wait` command.
 
 Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, option
 `master_name`). The subscription's connections come from the Sentinel-managed pool, and it also
-re-checks the master's address every health_check_interval, moving to a new master.
+re-checks the master's address every health_check_interval, moving to a new master. Every
+Sentinel pool of the process then follows (rcbundle.sentinel), and a consumer whose poll
+connection still leads to the old master drops it at the next poll start.
 
 Health. A subscription's connection is PINGed when it was idle for health_check_interval
 (redis-py's check_health, at a poll start); one that leaves MISSED_PINGS_MAX PINGs unanswered is
@@ -134,6 +136,10 @@ from rcbundle import versions
 from rcbundle.config import OWNER_OPTION, PUBLISH_REPLICAS_OPTION, SOCKET_TIMEOUT
 
 versions.check()  # below kombu's public API: refuse an untested kombu
+
+from rcbundle import sentinel  # noqa: E402
+
+sentinel.install()  # every Sentinel pool of the process follows a master move at once
 
 import redis  # noqa: E402
 from kombu import Message  # noqa: E402
@@ -715,6 +721,7 @@ class ReliableFetch(_ChannelBase):
     def _keyspace_tick(self) -> None:
         if self._keyspace is not None:
             self._keyspace.tick()
+        self._leave_an_old_master()
         if (
             self._woken
             and self._poll_state == _WAIT
@@ -722,6 +729,26 @@ class ReliableFetch(_ChannelBase):
             and self.qos.can_consume()
         ):
             self._wake_the_wait()
+
+    def _leave_an_old_master(self) -> None:
+        """Drop the poll connection once its pool knows the master is elsewhere (Sentinel:
+        rcbundle.sentinel): a frozen old master never ends the wait, and kombu's own check
+        would only drop it after brpop_timeout + health_check_interval, counted from a poll
+        start the blocked event loop may not have reached."""
+        connection = self._in_poll
+        address = getattr(getattr(connection, "connection_pool", None), "master_address", None)
+        if not connection or address is None or getattr(connection, "_sock", None) is None:
+            return
+        if (connection.host, connection.port) != tuple(address):
+            logger.warning(
+                "rcbundle.transport: the master moved to %s:%s; dropping the poll connection "
+                "to %s:%s",
+                address[0],
+                address[1],
+                connection.host,
+                connection.port,
+            )
+            connection.disconnect()
 
     def _fetch_aside(self) -> bool:
         """One FETCH, answered at once, beside the poll connection's wait: whether it delivered."""

@@ -1,18 +1,20 @@
-"""The Celery and kombu releases this library was tested with, and the check that refuses others.
+"""The Celery, kombu and redis-py releases this library was tested with, and the check that
+refuses others.
 
-rcbundle.transport subclasses kombu's Redis channel and rcbundle.solo Celery's solo pool; both
-lean on behaviour below those projects' public API. A release outside the tested series could
+rcbundle.transport subclasses kombu's Redis channel, rcbundle.sentinel extends redis-py's
+Sentinel pools and rcbundle.solo Celery's solo pool; all lean on behaviour below those
+projects' public API. A release outside the tested series could
 change it silently, so importing either module against one fails at once with this message.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 # distribution -> the major.minor series tested (runtime/tests, the Molecule scenarios).
-TESTED = {"celery": "5.7", "kombu": "5.7"}
+TESTED = {"celery": "5.7", "kombu": "5.7", "redis": "8.1"}
 
 
 class UntestedVersionError(ImportError):
-    """A Celery or kombu release this rcbundle release was not tested with."""
+    """A Celery, kombu or redis-py release this rcbundle release was not tested with."""
 
 
 def series(text: str) -> str:

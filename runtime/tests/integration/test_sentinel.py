@@ -7,11 +7,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import pytest
 import redis
+import redis.sentinel
 from kombu import Connection, Consumer, Message
 from kombu.transport.redis import SentinelTransport as KombuSentinelTransport
 
@@ -196,6 +197,60 @@ def test_the_subscriber_follows_the_master_when_sentinel_fails_over(tmp_path: Pa
                 assert arrived - published[0] < WOKEN_WITHIN
                 received[0].ack()
             sentinel.close()
+
+
+def test_every_sentinel_pool_of_the_process_follows_when_one_learns_of_a_move(
+    tmp_path: Path,
+) -> None:
+    # As in a worker: kombu's pools and Celery's result backend each have their own idea of the
+    # master. The one that asks Sentinel (the keyspace subscriber's check, a new connection)
+    # learns of the move; the others drop their idle connections to the old master at once
+    # instead of each waiting out a socket timeout on it when the old master is frozen.
+    with (
+        run_redis(tmp_path) as first,
+        run_redis(tmp_path, replica_of=first) as second,
+    ):
+        wait_for("the replica in sync", lambda: _in_sync(second), FAILOVER_SECONDS)
+        with run_sentinel(tmp_path, first, MASTER) as port:
+            sentinel = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+            wait_for("Sentinel sees the replica", lambda: _replicas(sentinel), FAILOVER_SECONDS)
+            learner, follower, other = (
+                cast(Any, redis.sentinel.Sentinel)([("127.0.0.1", port)]).master_for(
+                    name, password=first.password, db=DB
+                )
+                for name in (MASTER, MASTER, "another-master")
+            )
+            assert learner.ping()
+            assert follower.ping()
+            idle = follower.connection_pool._available_connections[0]
+            assert (idle.port, idle._sock is not None) == (first.port, True)
+            other_proxy = other.connection_pool.proxy
+            other_proxy.master_address = ("127.0.0.1", first.port)  # another group, same address
+
+            wait_for("a failover Sentinel accepts", lambda: _failover(sentinel), FAILOVER_SECONDS)
+            wait_for(
+                "the failover", lambda: _master_port(sentinel) == second.port, FAILOVER_SECONDS
+            )
+            # As the keyspace subscriber's check asks (SENTINEL MASTERS names the new master
+            # only once the failover is complete).
+            learned = learner.connection_pool.get_master_address
+            wait_for("the move learnt", lambda: learned()[1] == second.port, FAILOVER_SECONDS)
+
+            assert idle._sock is None  # dropped without being used
+            assert follower.connection_pool.master_address[1] == second.port
+            assert follower.set("followed", "yes")  # a write: the new master
+            assert other_proxy.master_address == ("127.0.0.1", first.port)  # not its group
+            for client in (learner, follower, other):
+                client.close()
+            sentinel.close()
+
+
+def _failover(sentinel: redis.Redis) -> bool:
+    """SENTINEL FAILOVER, refused (NOGOODSLAVE) until Sentinel has checked the replica."""
+    try:
+        return bool(sentinel.sentinel_failover(MASTER))
+    except redis.ResponseError:
+        return False
 
 
 def _in_sync(replica: RedisServer) -> bool:
