@@ -208,21 +208,24 @@ def render_safe_deploys(published: dict[str, Any]) -> str:
 
 
 def render_failover(published: dict[str, Any]) -> str:
-    """The failover section: the ha scenario's master frozen under a task stream."""
+    """The failover section: the ha scenario's faults of the master under a task stream."""
     lines = [
-        "## Failover: the master's host frozen under a task stream",
+        "## Failover: the master's host frozen or cut off under a task stream",
         "",
-        "From `molecule/ha/tests/test_failover.py` (run by `make test`), published into",
-        "`chaos/failover.json` by `python -m chaos --failover build/failover.json`:",
+        "From the ha scenario's tests (`molecule/ha/tests/test_failover.py`,",
+        "`test_isolation.py`, run by `make test`), published into `chaos/failover.json` by",
+        "`python -m chaos --failover build/failover.json`:",
         f"run of {published['date']} at commit {published['commit']}. Three Redis hosts with",
         "Sentinel (TLS, ACL users), one worker host. The bundle's producer (the workers' config:",
         "Sentinels, durable publish) sent a task every 0.1 s for 40 s; 8 s in, the master's",
         "container was frozen (`podman pause`: its host neither answers nor closes a",
-        "connection). A task is accepted when its send returned; lost when accepted and never",
-        "run. Refused sends are those the producer was told failed (it may send them again).",
+        "connection) or cut off from the network (`podman network disconnect`, 40 s and more).",
+        "A task is accepted when its send returned; lost when accepted and never run. Refused",
+        "sends are those the producer was told failed (it may send them again). Time is",
+        "counted from the fault.",
         "",
         "| fault | tasks sent | accepted | refused | lost | run twice | replica promoted (s)"
-        " | first task done after the freeze (s) |",
+        " | first task done after the fault (s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     keys = (
@@ -234,7 +237,33 @@ def render_failover(published: dict[str, Any]) -> str:
         "promoted_after_seconds",
         "first_task_after_seconds",
     )
-    for name, fig in sorted(published["faults"].items()):
+    faults = published["faults"]
+    for name, fig in sorted(faults.items()):
         cells = ["-" if fig.get(key) is None else _fmt(fig[key]) for key in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    isolated = {
+        name: fig
+        for name, fig in sorted(faults.items())
+        if "isolated_writes_acknowledged_and_lost" in fig
+    }
+    if isolated:
+        lines += [
+            "",
+            "On the cut-off side, a client on the old master's own host wrote every 0.2 s (LPUSH,",
+            "then WAIT 1 on the same connection). Writes a replica acknowledged and lost: the",
+            "durable publish's promise. Plain writes the old master took while cut off and lost",
+            "when it rejoined as a replica: what a producer without the wait risks.",
+            "",
+            "| fault | acknowledged by a replica, then lost | plain writes taken, then lost"
+            " | old master refused writes after (s) |",
+            "| --- | --- | --- | --- |",
+        ]
+        side = (
+            "isolated_writes_acknowledged_and_lost",
+            "isolated_plain_writes_taken_then_lost",
+            "isolated_master_refused_writes_after_seconds",
+        )
+        for name, fig in isolated.items():
+            cells = ["-" if fig.get(key) is None else _fmt(fig[key]) for key in side]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -242,8 +242,24 @@ def test_the_failover_section_shows_each_fault_and_its_losses() -> None:
                 "promoted_after_seconds": 6.2,
                 "first_task_after_seconds": 9.5,
             },
+            "master host cut off": {
+                "tasks_sent": 320,
+                "tasks_accepted": 320,
+                "sends_refused": 0,
+                "tasks_lost": 0,
+                "tasks_run_twice": 0,
+                "promoted_after_seconds": 6.6,
+                "first_task_after_seconds": 11.2,
+                "isolated_writes_acknowledged_and_lost": 0,
+                "isolated_plain_writes_taken_then_lost": 13,
+                "isolated_master_refused_writes_after_seconds": 11.8,
+            },
         },
     }
     text = render_failover(published)
     assert "run of 2026-12-06 23:59 UTC at commit def5678" in text
     assert "| master host frozen | 310 | 300 | 10 | 0 | 1 | 6.2 | 9.5 |" in text
+    assert "| master host cut off | 320 | 320 | 0 | 0 | 0 | 6.6 | 11.2 |" in text
+    # The cut-off side's own table, for the cut only.
+    assert "| master host cut off | 0 | 13 | 11.8 |" in text
+    assert "| master host frozen | 0 |" not in text

@@ -127,8 +127,8 @@ def deploy(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 # The modules in the order they change the group: the group as converged first, then the
-# replicas frozen and thawed, then the failover (which moves the master for good).
-ORDER = ["test_group", "test_durable_publish", "test_failover"]
+# replicas frozen and thawed, then the failovers (which move the master for good).
+ORDER = ["test_group", "test_durable_publish", "test_failover", "test_isolation"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
