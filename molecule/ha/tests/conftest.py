@@ -232,8 +232,9 @@ def run_ids() -> dict[str, str]:
 
 
 # The modules in the order they change the group: the group as converged first, then the
-# replicas frozen and thawed, then the failover (which moves the master for good).
-ORDER = ["test_group", "test_durable_publish", "test_failover"]
+# replicas frozen and thawed, then the failover (which moves the master for good), then the
+# rolling restarts (which move it again).
+ORDER = ["test_group", "test_durable_publish", "test_failover", "test_rolling_restart"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
