@@ -220,6 +220,10 @@ def render_failover(published: dict[str, Any]) -> str:
         "container was frozen (`podman pause`: its host neither answers nor closes a",
         "connection). A task is accepted when its send returned; lost when accepted and never",
         "run. Refused sends are those the producer was told failed (it may send them again).",
+        "Row `rolling restart` (`molecule/ha/tests/test_rolling_restart.py`): no host frozen, a",
+        "deploy that restarts every Redis server (a `redis.conf` change) under the same stream;",
+        "the servers restart in turn, the master after a switchover. Its times count from the",
+        "deploy's start.",
         "",
         "| fault | tasks sent | accepted | refused | lost | run twice | replica promoted (s)"
         " | first task done after the freeze (s) |",

@@ -242,8 +242,18 @@ def test_the_failover_section_shows_each_fault_and_its_losses() -> None:
                 "promoted_after_seconds": 6.2,
                 "first_task_after_seconds": 9.5,
             },
+            "rolling restart": {
+                "tasks_sent": 1167,
+                "tasks_accepted": 1167,
+                "sends_refused": 0,
+                "tasks_lost": 0,
+                "tasks_run_twice": 0,
+                "first_task_after_seconds": 0.0,
+                "deploy_seconds": 118.2,
+            },
         },
     }
     text = render_failover(published)
     assert "run of 2026-12-06 23:59 UTC at commit def5678" in text
     assert "| master host frozen | 310 | 300 | 10 | 0 | 1 | 6.2 | 9.5 |" in text
+    assert "| rolling restart | 1167 | 1167 | 0 | 0 | 0 | - | 0.0 |" in text
