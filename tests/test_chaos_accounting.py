@@ -254,6 +254,15 @@ def test_the_failover_section_shows_each_fault_and_its_losses() -> None:
                 "isolated_plain_writes_taken_then_lost": 13,
                 "isolated_master_refused_writes_after_seconds": 11.8,
             },
+            "rolling restart": {
+                "tasks_sent": 1167,
+                "tasks_accepted": 1167,
+                "sends_refused": 0,
+                "tasks_lost": 0,
+                "tasks_run_twice": 0,
+                "first_task_after_seconds": 0.0,
+                "deploy_seconds": 118.2,
+            },
         },
     }
     text = render_failover(published)
@@ -263,3 +272,4 @@ def test_the_failover_section_shows_each_fault_and_its_losses() -> None:
     # The cut-off side's own table, for the cut only.
     assert "| master host cut off | 0 | 13 | 11.8 |" in text
     assert "| master host frozen | 0 |" not in text
+    assert "| rolling restart | 1167 | 1167 | 0 | 0 | 0 | - | 0.0 |" in text

@@ -3,10 +3,13 @@ user's kind (plain Celery, the Sentinels and credentials given by hand) on the w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -126,9 +129,129 @@ def deploy(*args: str) -> subprocess.CompletedProcess[str]:
     return playbook("deploy.yml", molecule_inventory(), *args, timeout=900)
 
 
+# The bundle's producer: the workers' own config (Sentinels, TLS, durable publish), one
+# record_work task per idempotency key every 0.1 s, until its time is up or OUT.stop exists;
+# what each send answered, as JSON.
+STREAM = r"""
+import json, sys, time
+from pathlib import Path
+from celery import Celery
+from rcbundle.config import celery_config, load_settings
+seconds, label, out = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+app = Celery("stream")
+app.config_from_object(celery_config(load_settings(Path("/etc/taskapp/config.toml"))))
+sends, end, i = [], time.time() + seconds, 0
+while time.time() < end and not Path(out + ".stop").exists():
+    key, at = f"{label}-{i}", time.time()
+    try:
+        app.send_task("taskapp.record_work", args=[key], kwargs={"label": label},
+                      ignore_result=True)
+        sends.append([key, at, None])
+    except Exception as exc:
+        sends.append([key, at, f"{type(exc).__name__}: {exc}"[:200]])
+    i += 1
+    time.sleep(0.1)
+Path(out + ".part").write_text(json.dumps(sends))
+Path(out + ".part").rename(out)
+"""
+
+
+def wait_for(what: str, check: Callable[[], bool], seconds: float) -> None:
+    """CHECK true within SECONDS (asked every second), else an AssertionError naming WHAT."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+def worker_pids() -> str:
+    return str(on(WORKER).run("systemctl show -p MainPID --value 'celery-worker@*'").stdout)
+
+
+def executions(label: str) -> list[dict[str, object]]:
+    """record_work's entries for LABEL, read on the current master (result database 1)."""
+    key = f"taskapp:taskapp-executions:{label}"
+    lines = cli(master(), "-n", "1", "LRANGE", key, "0", "-1").splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def start_stream(seconds: float) -> tuple[str, str]:
+    """The bundle's producer sending for SECONDS in the background on the worker host: its
+    label (the tasks' record list) and the file its sends go to."""
+    label = f"stream-{time.time_ns()}"
+    out = f"/tmp/{label}.json"
+    stream = shlex.join([PYTHON, "-c", STREAM, str(seconds), label, out])
+    on(WORKER).run(f"nohup {stream} >/tmp/{label}.log 2>&1 &")
+    return label, out
+
+
+def finish_stream(label: str, out: str, seconds: float, since: float) -> dict[str, object]:
+    """What the stream's sends answered and what ran, once every accepted task ran (or two
+    minutes passed): sent, accepted, refused, lost, run twice, and the first task done after
+    SINCE (a time.time())."""
+    wait_for("the stream's end", lambda: on(WORKER).file(out).exists, seconds + 120)
+    sends = json.loads(on(WORKER).file(out).content_string)
+    accepted = {key for key, _, error in sends if error is None}
+    refused = [error for _, _, error in sends if error is not None]
+
+    def runs() -> dict[str, set[object]]:
+        found: dict[str, set[object]] = {}
+        for entry in executions(label):
+            if entry["phase"] == "done":
+                found.setdefault(str(entry["key"]), set()).add(entry["execution"])
+        return found
+
+    with contextlib.suppress(AssertionError):
+        wait_for("every accepted task run", lambda: accepted <= runs().keys(), 120)
+    ran = runs()
+    done_at = [float(str(e["at"])) for e in executions(label) if e["phase"] == "done"]
+    later = [at for at in done_at if at > since]
+    return {
+        "tasks_sent": len(sends),
+        "tasks_accepted": len(accepted),
+        "sends_refused": len(refused),
+        "tasks_lost": len(accepted - ran.keys()),
+        "tasks_run_twice": sum(1 for key in accepted if len(ran.get(key, ())) > 1),
+        "first_task_after_seconds": round(min(later) - since, 1) if later else None,
+        "refusals": sorted(set(refused))[:3],
+    }
+
+
+def run_ids() -> dict[str, str]:
+    """Each server's run_id: a new one means the server restarted."""
+    return {
+        host: next(
+            line.split(":", 1)[1]
+            for line in cli(host, "INFO", "server").splitlines()
+            if line.startswith("run_id:")
+        )
+        for host in REDIS
+    }
+
+
+FIGURES = REPO / "build/failover.json"
+
+
+def record_figures(fault: str, figures: dict[str, object]) -> None:
+    """FIGURES with FAULT's entry (re)written and the other faults' kept (RELIABILITY.md:
+    `python -m chaos --failover build/failover.json`)."""
+    FIGURES.parent.mkdir(exist_ok=True)
+    known = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    FIGURES.write_text(json.dumps(known | {fault: figures}, indent=2) + "\n")
+
+
 # The modules in the order they change the group: the group as converged first, then the
-# replicas frozen and thawed, then the failovers (which move the master for good).
-ORDER = ["test_group", "test_durable_publish", "test_failover", "test_isolation"]
+# replicas frozen and thawed, then the failovers (which move the master for good), then the
+# rolling restarts (which move it again).
+ORDER = [
+    "test_group",
+    "test_durable_publish",
+    "test_failover",
+    "test_isolation",
+    "test_rolling_restart",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

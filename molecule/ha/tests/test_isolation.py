@@ -9,13 +9,24 @@ to build/failover.json beside the freeze's."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 import time
 
-from conftest import ADMIN_PASSWORD, REDIS, address, cli, master, master_address, on
-from test_failover import FIGURES, PAUSE_AFTER, finish_stream, start_stream, wait_for
+from conftest import (
+    ADMIN_PASSWORD,
+    REDIS,
+    address,
+    cli,
+    finish_stream,
+    master,
+    master_address,
+    on,
+    record_figures,
+    start_stream,
+    wait_for,
+)
+from test_failover import PAUSE_AFTER
 
 STREAM_SECONDS = 40
 NETWORK = "mol-ha"
@@ -104,8 +115,7 @@ def test_a_master_cut_off_loses_nothing_a_replica_acknowledged() -> None:
             ),
         }
     )
-    previous = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    FIGURES.write_text(json.dumps({**previous, "master host cut off": figures}, indent=2) + "\n")
+    record_figures("master host cut off", figures)
     print(f"master cut off under a stream: {figures}")
     assert acknowledged, log[:5]  # the writer worked before the cut
     assert figures["tasks_lost"] == 0, figures
