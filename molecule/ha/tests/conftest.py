@@ -231,6 +231,18 @@ def run_ids() -> dict[str, str]:
     }
 
 
+def wait_promoted(old: str, old_address: str, since: float) -> float:
+    """Seconds from SINCE until every Sentinel but OLD's names a master other than OLD (at
+    OLD_ADDRESS, read before the fault: a paused host runs no command)."""
+    others = [host for host in REDIS if host != old]
+    wait_for(
+        "a replica promoted",
+        lambda: all(master_address(host) not in ("", old_address) for host in others),
+        60,
+    )
+    return time.time() - since
+
+
 FIGURES = REPO / "build/failover.json"
 
 
