@@ -8,6 +8,8 @@ from typing import Any, ClassVar, cast
 
 import pytest
 import redis
+import redis.connection
+import redis.sentinel
 
 from rcbundle import transport
 
@@ -256,3 +258,77 @@ def test_a_poll_connection_still_on_an_old_master_is_dropped(
     channel = SimpleNamespace(_in_poll=connection)
     transport.ReliableFetch._leave_an_old_master(channel)  # type: ignore[arg-type]
     assert connection.dropped is dropped
+
+
+@pytest.mark.parametrize(
+    ("error", "moving"),
+    [
+        (transport.NoReplicasError("NOREPLICAS Not enough good replicas to write."), True),
+        (redis.sentinel.MasterNotFoundError("No master found for 'bundle'"), True),
+        (redis.ConnectionError(transport.SENTINEL_READONLY_MESSAGE), True),
+        (redis.ConnectionError("Error 111 connecting to redis1:6379. Connection refused."), False),
+        (redis.AuthenticationError("invalid username-password pair"), False),
+        (transport.PublishNotReplicated("reached 0 of the 1 replicas"), False),
+    ],
+)
+def test_a_master_changing_hands_is_told_from_other_connection_errors(
+    error: BaseException, moving: bool
+) -> None:
+    assert transport.master_moving(error) is moving
+
+
+def test_redis_py_still_reports_a_demoted_master_as_master_moving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The message is redis-py's (rcbundle.versions guards its series): READONLY on a
+    # connection of a master pool becomes a ConnectionError saying so.
+    def readonly(*_: object, **__: object) -> object:
+        raise redis.ReadOnlyError("You can't write against a read only replica.")
+
+    monkeypatch.setattr(redis.connection.Connection, "read_response", readonly)
+    proxy = SimpleNamespace(is_master=True)
+    connection = cast(Any, redis.sentinel.SentinelManagedConnection)(connection_pool=proxy)
+    with pytest.raises(redis.ConnectionError) as caught:
+        connection.read_response()
+    assert transport.master_moving(caught.value)
+
+
+class _Publisher:
+    """A channel stand-in whose publishes fail with the given errors, then succeed."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.sent = 0
+
+    def _put_once(self, queue: str, message: dict[str, Any], **kwargs: object) -> None:
+        self.sent += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def test_a_publish_is_sent_again_while_the_master_changes_hands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport, "sleep", lambda _: None)
+    publisher = _Publisher(
+        redis.ConnectionError(transport.SENTINEL_READONLY_MESSAGE),
+        transport.NoReplicasError("NOREPLICAS Not enough good replicas to write."),
+    )
+    transport.ReliableFetch._put(publisher, "celery", {})  # type: ignore[arg-type]
+    assert publisher.sent == 3
+
+
+def test_other_publish_errors_and_a_master_that_stays_away_are_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport, "sleep", lambda _: None)
+    refused = _Publisher(redis.ConnectionError("Connection refused."))
+    with pytest.raises(redis.ConnectionError):
+        transport.ReliableFetch._put(refused, "celery", {})  # type: ignore[arg-type]
+    assert refused.sent == 1  # kombu's own retries take it from here
+    clock = iter(range(0, 1000, 3))
+    monkeypatch.setattr(transport, "monotonic", lambda: float(next(clock)))
+    stuck = _Publisher(*[transport.NoReplicasError("NOREPLICAS") for _ in range(100)])
+    with pytest.raises(transport.NoReplicasError):
+        transport.ReliableFetch._put(stuck, "celery", {})  # type: ignore[arg-type]
+    assert 1 < stuck.sent < 10

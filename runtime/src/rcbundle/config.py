@@ -121,12 +121,6 @@ SENTINEL_TIMEOUT = 2
 # leaves unanswered fails after this (not SOCKET_TIMEOUT), and the client asks Sentinel again.
 # Each pooled connection still leading to a frozen old master costs one such wait.
 SENTINEL_MASTER_TIMEOUT = 5
-PUBLISH_RETRY_POLICY = {
-    "max_retries": 8,
-    "interval_start": 0,
-    "interval_step": 0.5,
-    "interval_max": 1.5,
-}
 # Result writes retried after a connection error, with backoff up to 5 s: about a minute.
 RESULT_RETRIES = 15
 
@@ -361,11 +355,6 @@ def celery_config(settings: Settings) -> dict[str, object]:
         "result_backend_max_retries": RESULT_RETRIES,
         "result_backend_max_sleep_between_retries_ms": 5000,
         "broker_connection_retry_on_startup": True,
-        # A send that meets a lost connection, a restarting server, or a new master that no
-        # replica has linked to yet (NOREPLICAS, the moment after a switchover or a failover)
-        # is retried for about 9 s before it fails for its caller; Celery's default gives up
-        # after about 0.6 s, and a rolling restart refused sends with it.
-        "task_publish_retry_policy": dict(PUBLISH_RETRY_POLICY),
         # Pickle would let anyone who can write to the broker run code on the workers.
         "accept_content": ["json"],
         "task_serializer": "json",

@@ -67,8 +67,10 @@ replicas acknowledged within PUBLISH_WAIT_MS. kombu's producer-scoped publish ba
 as kombu sends them, without the wait. The user needs the `wait` command.
 
 Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, option
-`master_name`). The subscription's connections come from the Sentinel-managed pool, and it also
-re-checks the master's address every health_check_interval, moving to a new master. Every
+`master_name`). A publish that meets a master changing hands (READONLY from the demoted one,
+NOREPLICAS from a new one no replica has linked to yet) is sent again, with pauses, for up to
+MASTER_MOVING_SECONDS. The subscription's connections come from the Sentinel-managed pool, and
+it also re-checks the master's address every health_check_interval, moving to a new master. Every
 Sentinel pool of the process then follows (rcbundle.sentinel), and a consumer whose poll
 connection still leads to the old master drops it at the next poll start.
 
@@ -110,13 +112,15 @@ kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Ce
   (exchange, routing_key); the unacked entry [message, exchange, routing_key] (JSON).
 - kombu's prefixing client prefixes BRPOP and HDEL (used through kombu's pipeline) but not
   EVAL, HSCAN or pub/sub channel names: those are prefixed here, on plain redis-py clients.
-- redis-py: BaseParser.EXCEPTION_CLASSES (reply prefix -> exception class; NOREPLICAS is added,
-  as NoReplicasError), Connection._sock (whether a fetch's reply can still arrive on it; the
-  socket to poll), Connection.can_read, PubSub (subscribe and unsubscribe, which send without
-  reading; subscribed, get_message(timeout=0), check_health, health_check_response_counter,
-  close, and __del__, which closes the connection of a PubSub collected unclosed), Connection
-  host/port, SentinelConnectionPool.get_master_address, ConnectionPool.connection_kwargs["db"],
-  and its fork check (a pool used in a forked child starts afresh).
+- redis-py: SentinelManagedConnection.read_response's ConnectionError for READONLY (its message,
+  SENTINEL_READONLY_MESSAGE), BaseParser.EXCEPTION_CLASSES (reply prefix -> exception class;
+  NOREPLICAS is added, as NoReplicasError), Connection._sock (whether a fetch's reply can still
+  arrive on it; the socket to poll), Connection.can_read, PubSub (subscribe and unsubscribe,
+  which send without reading; subscribed, get_message(timeout=0), check_health,
+  health_check_response_counter, close, and __del__, which closes the connection of a PubSub
+  collected unclosed), Connection host/port, SentinelConnectionPool.get_master_address,
+  ConnectionPool.connection_kwargs["db"], and its fork check (a pool used in a forked child
+  starts afresh).
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable
 from queue import Empty
-from time import monotonic, time
+from time import monotonic, sleep, time
 from typing import TYPE_CHECKING, Any, cast
 
 from rcbundle import versions
@@ -150,7 +154,7 @@ from kombu.utils.json import dumps, loads  # noqa: E402
 from kombu.utils.objects import cached_property  # noqa: E402
 from redis._parsers import base as _parsers_base  # noqa: E402
 from redis.client import Pipeline, PubSub  # noqa: E402
-from redis.sentinel import SentinelConnectionPool  # noqa: E402
+from redis.sentinel import MasterNotFoundError, SentinelConnectionPool  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +219,13 @@ OWNER_SUFFIX = "_owner"  # the owner hash is kombu's unacked_key + this: "unacke
 OPTIONS = (OWNER_OPTION, PUBLISH_REPLICAS_OPTION)
 # How long a publish waits for its replicas (rcbundle_publish_replicas) before it fails.
 PUBLISH_WAIT_MS = 2000
+# How long a publish is sent again, with pauses, while the master is changing hands (a
+# switchover or a failover: the old master demoted, the new one without a linked replica yet).
+# kombu's own retries (Celery's task_publish_retry_policy) reconnect without a pause, and all
+# of them met the same old master: a rolling restart's switchover refused sends.
+MASTER_MOVING_SECONDS = 10.0
+# What redis-py's SentinelManagedConnection raises for READONLY on a master connection.
+SENTINEL_READONLY_MESSAGE = "The previous master is now a slave"
 
 # The keyspace events that put a message on a queue: kombu's publish (LPUSH), restore (RPUSH, or
 # LPUSH for a requeued reject).
@@ -434,6 +445,16 @@ def _register_noreplicas() -> None:
 _register_noreplicas()
 
 
+def master_moving(exc: BaseException) -> bool:
+    """Whether a publish failed because the master is changing hands: the old one demoted
+    (READONLY, which redis-py's Sentinel connection turns into this ConnectionError), or a new
+    one that no replica has linked to yet (NOREPLICAS), or no master known to Sentinel."""
+    return (
+        isinstance(exc, (NoReplicasError, MasterNotFoundError))
+        or str(exc) == SENTINEL_READONLY_MESSAGE
+    )
+
+
 class PublishNotReplicated(redis.ConnectionError):
     """A published message reached the master but not enough replicas in time.
 
@@ -547,6 +568,20 @@ class ReliableFetch(_ChannelBase):
         return tag
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: object) -> None:
+        """One publish, sent again while the master is moving (module docstring: Sentinel)."""
+        pause, deadline = 0.1, monotonic() + MASTER_MOVING_SECONDS
+        while True:
+            try:
+                self._put_once(queue, message, **kwargs)
+                return
+            except redis.ConnectionError as exc:
+                if not master_moving(exc) or monotonic() + pause > deadline:
+                    raise
+                logger.info("rcbundle.transport: publish waits for the new master (%s)", exc)
+                sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def _put_once(self, queue: str, message: dict[str, Any], **kwargs: object) -> None:
         """kombu's publish, then WAIT on the same connection for rcbundle_publish_replicas
         replicas (module docstring: Durable publish)."""
         replicas = int(self.rcbundle_publish_replicas or 0)
