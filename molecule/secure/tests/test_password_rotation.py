@@ -164,8 +164,13 @@ class Clients:
                 self.logins += 1
                 try:
                     conn = login(user, passwords[user])
-                except (redis.AuthenticationError, redis.ConnectionError, OSError) as error:
+                except redis.AuthenticationError as error:  # the password refused
                     self.refused.append(f"{user}: {error!r}")
+                    continue
+                except (redis.ConnectionError, OSError) as error:
+                    # Closed mid-login by an ACL LOAD (Redis 7.0 closes every ACL user's
+                    # connection at a reload): a drop, not a refusal (a clean run met one).
+                    self.dropped.append(f"{user}: {error!r}")
                     continue
                 try:  # logged in; Redis 7.0's ACL LOAD may close it before the PING
                     conn.send_command("PING")
