@@ -3,7 +3,6 @@ and how the generic redis role turns it into the aclfile and the broker's keyspa
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO
-
-from testkit import playbook
+from role_values import role_values
 
 sys.path.insert(0, str(REPO / "playbooks/filter_plugins"))
 import bundle_celery_redis  # a filter plugin file, not an installed module
@@ -62,24 +60,6 @@ def test_playbooks_redis_hands_the_role_the_celery_sides_needs() -> None:
     assert "bundle_celery_redis_needs(redis_acl_celery_broker_db)" in wiring
 
 
-RENDER = """\
-- name: Render the redis role's aclfile and keyspace events
-  hosts: localhost
-  gather_facts: false
-  strategy: ansible.builtin.linear
-  tasks:
-    - name: Read the role's defaults and internal values
-      ansible.builtin.include_vars:
-        file: "{{ item }}"
-      loop:
-        - ROLE/defaults/main.yml
-        - ROLE/vars/main.yml
-    - name: Write them
-      ansible.builtin.copy:
-        content: >-
-          {{ {'acl': __redis_acl_content, 'events': __redis_broker_keyspace_events} | to_json }}
-        dest: OUT
-"""
 CELERY_RULES = (
     "resetkeys ~celery:* resetchannels &celery:* &__keyspace@0__:celery:*"
     " &celery:/0.celery.pidbox &celery:/0.celeryev/worker.* -@all +hello +auth"
@@ -88,30 +68,23 @@ WIRED = "{{ redis_acl_key_prefix | bundle_celery_redis_needs(redis_acl_celery_br
 
 
 def render(tmp_path: Path, variables: dict[str, Any]) -> dict[str, str]:
-    # Beside a copy of the playbooks' filter plugins, as playbooks/redis.yml has them, and of
-    # the role's own that the aclfile uses (Ansible loads them with the role).
-    (tmp_path / "filter_plugins").mkdir()
-    for plugin in (
-        REPO / "playbooks/filter_plugins/bundle_celery_redis.py",
-        REPO / "roles/redis/filter_plugins/redis_acl.py",
-    ):
-        (tmp_path / "filter_plugins" / plugin.name).write_text(plugin.read_text())
-    out = tmp_path / "out.json"
-    text = RENDER.replace("ROLE", str(REPO / "roles/redis")).replace("OUT", str(out))
-    (tmp_path / "render.yml").write_text(text)
-    # Extra vars, so that they outrank the role's defaults read with include_vars.
+    """The role's aclfile and keyspace events for these variables, with the playbooks' filter
+    plugins beside the play as playbooks/redis.yml has them."""
     secrets = {
         "redis_password": "test-only-admin-0123456789",
         "redis_acl_celery_password": "test-only-celery-0123456789",
         "redis_acl_monitor_password": "test-only-monitor-0123456789",
     }
-    (tmp_path / "vars.json").write_text(json.dumps(secrets | variables))
-    proc = playbook(
-        str(tmp_path / "render.yml"), "localhost,", "-c", "local", f"-e@{tmp_path / 'vars.json'}"
+    return role_values(
+        tmp_path,
+        "redis",
+        {"acl": "__redis_acl_content", "events": "__redis_broker_keyspace_events"},
+        secrets | variables,
+        [
+            REPO / "playbooks/filter_plugins/bundle_celery_redis.py",
+            REPO / "roles/redis/filter_plugins/redis_acl.py",
+        ],
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result: dict[str, str] = json.loads(out.read_text())
-    return result
 
 
 def celery_line(acl: str) -> str:

@@ -6,15 +6,13 @@ previous password where it cannot work."""
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import REPO
-
-from testkit import playbook
+from role_values import role_values
 
 sys.path.insert(0, str(REPO / "roles/redis/filter_plugins"))
 import bundle_redis_validate  # a filter plugin file, not an installed module
@@ -70,41 +68,16 @@ def test_the_filter_is_registered() -> None:
 
 # --- the role's aclfile and admin login, rendered by Ansible ---------------------------------
 
-RENDER = """\
-- name: Render the redis role's aclfile and the admin password its checks use
-  hosts: localhost
-  gather_facts: false
-  strategy: ansible.builtin.linear
-  tasks:
-    - name: Read the role's defaults and internal values
-      ansible.builtin.include_vars:
-        file: "{{ item }}"
-      loop:
-        - ROLE/defaults/main.yml
-        - ROLE/vars/main.yml
-    - name: Write them
-      ansible.builtin.copy:
-        content: "{{ {'acl': __redis_acl_content, 'admin': __redis_admin_password} | to_json }}"
-        dest: OUT
-"""
-
 
 def render(tmp_path: Path, variables: dict[str, Any]) -> dict[str, str]:
-    """The role's __redis_acl_content and __redis_admin_password for these variables (as extra
-    vars, so they outrank the defaults read with include_vars)."""
-    (tmp_path / "filter_plugins").mkdir()
-    plugin = REPO / "roles/redis/filter_plugins/redis_acl.py"
-    (tmp_path / "filter_plugins" / plugin.name).write_text(plugin.read_text())
-    out = tmp_path / "out.json"
-    text = RENDER.replace("ROLE", str(REPO / "roles/redis")).replace("OUT", str(out))
-    (tmp_path / "render.yml").write_text(text)
-    (tmp_path / "vars.json").write_text(json.dumps(variables))
-    proc = playbook(
-        str(tmp_path / "render.yml"), "localhost,", "-c", "local", f"-e@{tmp_path / 'vars.json'}"
+    """The role's __redis_acl_content and __redis_admin_password for these variables."""
+    return role_values(
+        tmp_path,
+        "redis",
+        {"acl": "__redis_acl_content", "admin": "__redis_admin_password"},
+        variables,
+        [REPO / "roles/redis/filter_plugins/redis_acl.py"],
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result: dict[str, str] = json.loads(out.read_text())
-    return result
 
 
 def hashes(acl: str) -> dict[str, list[str]]:
