@@ -13,6 +13,7 @@ sys.path.insert(0, str(REPO / "roles/redis/filter_plugins"))
 from redis_replication import (  # the role's plugin, not installed
     current_master,
     mismatch_errors,
+    replicaof,
     replication_address,
     replication_errors,
     role_defaults,
@@ -49,6 +50,25 @@ def test_the_address_is_the_first_bind_address_that_is_not_loopback() -> None:
 
 def test_the_master_is_the_host_sentinel_names() -> None:
     assert current_master(["10.0.0.3", "6379"], HOSTS, HOSTVARS) == "r3"
+
+
+@pytest.mark.parametrize(
+    ("host", "role", "wanted"),
+    [
+        ("r1", ["master", "0"], []),
+        ("r1", ["slave", "10.0.0.2", "6379", "connected", "10"], ["NO", "ONE"]),
+        ("r2", ["slave", "10.0.0.1", "6379", "connected", "10"], []),
+        # a single server before the group grew, or one following another host or port
+        ("r2", ["master", "0"], ["10.0.0.1", "6379"]),
+        ("r2", ["slave", "10.0.0.3", "6379", "connected", "10"], ["10.0.0.1", "6379"]),
+        ("r2", ["slave", "10.0.0.1", "6380", "connected", "10"], ["10.0.0.1", "6379"]),
+        ("r2", [], ["10.0.0.1", "6379"]),
+    ],
+)
+def test_replicaof_gives_each_server_its_place_and_leaves_one_that_has_it(
+    host: str, role: list[str], wanted: list[str]
+) -> None:
+    assert replicaof(role, "r1", host, HOSTVARS) == wanted
 
 
 @pytest.mark.parametrize("answer", [[], [""], ["10.9.9.9", "6379"]])

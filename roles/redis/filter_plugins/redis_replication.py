@@ -107,6 +107,27 @@ def bundle_redis_current_master(
     return current_master(list(answer), list(hosts), hostvars)
 
 
+def replicaof(
+    role: Sequence[str], master: str, host: str, hostvars: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """The REPLICAOF arguments that give HOST's running server its place in the group, from
+    its ROLE reply (one line per field): NO ONE for the master, the master's address and port
+    for a replica; [] when it has that place already."""
+    if master == host:
+        return [] if role[:1] == ["master"] else ["NO", "ONE"]
+    address, port = replication_address(hostvars[master]), str(_value(hostvars[host], "redis_port"))
+    if role[:1] == ["slave"] and list(role[1:3]) == [address, port]:
+        return []
+    return [address, port]
+
+
+def bundle_redis_replicaof(
+    role: Sequence[str], master: str, host: str, hostvars: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Filter: role.stdout_lines | bundle_redis_replicaof(master, inventory_hostname, hostvars)."""
+    return replicaof(list(role), master, host, hostvars)
+
+
 def replication_errors(v: Mapping[str, Any], hosts: Sequence[str]) -> list[str]:
     """Messages for a replicated group's rules (v: this host's variables; hosts: the group).
 
@@ -231,6 +252,7 @@ class FilterModule:
         return {
             "bundle_redis_replication_address": bundle_redis_replication_address,
             "bundle_redis_current_master": bundle_redis_current_master,
+            "bundle_redis_replicaof": bundle_redis_replicaof,
             "bundle_redis_replication_errors": bundle_redis_replication_errors,
             "bundle_redis_replication_mismatch_errors": bundle_redis_replication_mismatch_errors,
         }
