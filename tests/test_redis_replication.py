@@ -68,7 +68,7 @@ def test_the_master_is_the_host_sentinel_names() -> None:
 def test_replicaof_gives_each_server_its_place_and_leaves_one_that_has_it(
     host: str, role: list[str], wanted: list[str]
 ) -> None:
-    assert replicaof(role, "r1", host, HOSTVARS) == wanted
+    assert replicaof(role, "r1", host, HOSTVARS, 6379) == wanted
 
 
 @pytest.mark.parametrize("answer", [[], [""], ["10.9.9.9", "6379"]])

@@ -108,24 +108,33 @@ def bundle_redis_current_master(
 
 
 def replicaof(
-    role: Sequence[str], master: str, host: str, hostvars: Mapping[str, Mapping[str, Any]]
+    role: Sequence[str],
+    master: str,
+    host: str,
+    hostvars: Mapping[str, Mapping[str, Any]],
+    port: int | str,
 ) -> list[str]:
     """The REPLICAOF arguments that give HOST's running server its place in the group, from
-    its ROLE reply (one line per field): NO ONE for the master, the master's address and port
-    for a replica; [] when it has that place already."""
+    its ROLE reply (one line per field): NO ONE for the master, the master's address and PORT
+    (the group's) for a replica; [] when it has that place already."""
     if master == host:
         return [] if role[:1] == ["master"] else ["NO", "ONE"]
-    address, port = replication_address(hostvars[master]), str(_value(hostvars[host], "redis_port"))
-    if role[:1] == ["slave"] and list(role[1:3]) == [address, port]:
+    wanted = [replication_address(hostvars[master]), str(port)]
+    if role[:1] == ["slave"] and list(role[1:3]) == wanted:
         return []
-    return [address, port]
+    return wanted
 
 
 def bundle_redis_replicaof(
-    role: Sequence[str], master: str, host: str, hostvars: Mapping[str, Mapping[str, Any]]
+    role: Sequence[str],
+    master: str,
+    host: str,
+    hostvars: Mapping[str, Mapping[str, Any]],
+    port: int | str,
 ) -> list[str]:
-    """Filter: role.stdout_lines | bundle_redis_replicaof(master, inventory_hostname, hostvars)."""
-    return replicaof(list(role), master, host, hostvars)
+    """Filter: role.stdout_lines | bundle_redis_replicaof(master, inventory_hostname, hostvars,
+    redis_port)."""
+    return replicaof(list(role), master, host, hostvars, port)
 
 
 def replication_errors(v: Mapping[str, Any], hosts: Sequence[str]) -> list[str]:
