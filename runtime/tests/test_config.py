@@ -11,6 +11,7 @@ from celery.backends.redis import RedisBackend
 from kombu.utils.url import url_to_parts
 
 from rcbundle.config import (
+    SENTINEL_PUBLISH_RETRY_POLICY,
     CelerySettings,
     ConfigError,
     RedisSettings,
@@ -465,6 +466,23 @@ def test_with_sentinel_the_masters_connections_give_up_sooner() -> None:
     backend = Celery("check", config_source=conf, set_as_current=False).backend
     params: dict[str, Any] = backend.connparams  # type: ignore[attr-defined]  # not in the stubs
     assert params["socket_timeout"] == params["socket_connect_timeout"] == 5
+
+
+def test_with_sentinel_a_send_waits_out_a_failover_before_it_fails() -> None:
+    single = celery_config(
+        parse_settings(
+            with_value(with_value(SENTINELLED, "redis.sentinel", ...), "redis.host", "r")
+        )
+    )
+    assert "task_publish_retry_policy" not in single  # Celery's own
+    policy = celery_config(parse_settings(SENTINELLED))["task_publish_retry_policy"]
+    assert isinstance(policy, dict)
+    assert policy == SENTINEL_PUBLISH_RETRY_POLICY
+    pauses, interval = 0.0, float(policy["interval_start"])
+    for _ in range(int(policy["max_retries"])):  # kombu's retry_over_time
+        pauses += min(interval, float(policy["interval_max"]))
+        interval += float(policy["interval_step"])
+    assert 8 <= pauses <= 15
 
 
 def test_celery_builds_a_sentinel_result_backend_that_follows_the_master() -> None:

@@ -123,6 +123,18 @@ SENTINEL_TIMEOUT = 2
 SENTINEL_MASTER_TIMEOUT = 5
 # Result writes retried after a connection error, with backoff up to 5 s: about a minute.
 RESULT_RETRIES = 15
+# Celery's publish retry policy with Sentinel. A send that meets no master (a killed server
+# refuses the connection; Sentinel reports the master down until it promotes a replica) makes
+# kombu reconnect, and kombu pauses only between reconnects that fail: with Celery's default
+# (3 retries, 0.2 s apart) sends were refused for the seconds before the promotion. These
+# pauses add up to about 10 s (down-after 5 s, then the promotion); a send waits that long at
+# most before it fails for its caller.
+SENTINEL_PUBLISH_RETRY_POLICY = {
+    "max_retries": 12,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1.0,
+}
 
 _TYPE_WORDS = {int: "an integer", str: "a string", bool: "true or false"}
 _TOML_KINDS = {
@@ -429,6 +441,7 @@ def celery_config(settings: Settings) -> dict[str, object]:
         conf["result_backend_transport_options"] = {**transport, **sentinel}
         conf["redis_socket_timeout"] = SENTINEL_MASTER_TIMEOUT
         conf["redis_socket_connect_timeout"] = SENTINEL_MASTER_TIMEOUT
+        conf["task_publish_retry_policy"] = dict(SENTINEL_PUBLISH_RETRY_POLICY)
     return conf
 
 

@@ -696,6 +696,11 @@ class ReliableFetch(_ChannelBase):
     def _update_queue_cycle(self) -> None:
         # kombu calls this from basic_consume and _basic_cancel, once the queues have changed.
         cast(Any, super())._update_queue_cycle()
+        if self._closing:
+            # kombu's close cancels every consumer after it dropped the pools, and the transport
+            # may have lost its connection already (kombu's Connection._do_close_transport):
+            # the pool cannot be asked for its database then, and the subscription is closed.
+            return
         wanted = self._keyspace_channels()
         if self._keyspace is None:
             if not wanted:

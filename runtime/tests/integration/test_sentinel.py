@@ -2,7 +2,9 @@
 the same fetch, wake-ups and ownership as the plain transport, and a subscriber that follows
 the master when Sentinel fails over."""
 
+import base64
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,10 +15,12 @@ from urllib.parse import quote
 import pytest
 import redis
 import redis.sentinel
-from kombu import Connection, Consumer, Message
+from kombu import Connection, Consumer, Message, Producer
+from kombu.exceptions import OperationalError
 from kombu.transport.redis import SentinelTransport as KombuSentinelTransport
 
 from rcbundle import transport
+from rcbundle.config import SENTINEL_PUBLISH_RETRY_POLICY
 from testkit.loopback import RedisServer, run_redis, run_sentinel
 from tests.integration.kombu_client import (
     LONG_POLL,
@@ -39,6 +43,13 @@ RELIABLE_SENTINEL = "rcbundle.transport:SentinelTransport"
 STOCK_SENTINEL = "kombu.transport.redis:SentinelTransport"
 WOKEN_WITHIN = 3.0
 FAILOVER_SECONDS = 60
+# Celery's task_publish_retry_policy when the app sets none (celery.app.defaults).
+CELERY_DEFAULT_PUBLISH_RETRY_POLICY = {
+    "max_retries": 3,
+    "interval_start": 0,
+    "interval_max": 1,
+    "interval_step": 0.2,
+}
 
 
 @dataclass(frozen=True)
@@ -242,6 +253,51 @@ def test_every_sentinel_pool_of_the_process_follows_when_one_learns_of_a_move(
             assert other_proxy.master_address == ("127.0.0.1", first.port)  # not its group
             for client in (learner, follower, other):
                 client.close()
+            sentinel.close()
+
+
+def test_a_send_waits_for_sentinel_to_replace_a_killed_master(tmp_path: Path) -> None:
+    # The master's server gone (its connections refused, then Sentinel reporting it down until
+    # it promotes the replica): with Celery's default publish retry policy kombu's reconnects
+    # give up within a second and the send fails; with the bundle's, it waits for the new
+    # master and lands there.
+    to = queue("waited")
+    with (
+        run_redis(tmp_path) as first,
+        run_redis(tmp_path, replica_of=first) as second,
+    ):
+        wait_for("the replica in sync", lambda: _in_sync(second), FAILOVER_SECONDS)
+        with run_sentinel(tmp_path, first, MASTER) as port:
+            setup = Sentinelled(first, port)
+            sentinel = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+            wait_for("Sentinel sees the replica", lambda: _replicas(sentinel), FAILOVER_SECONDS)
+            with _connect(setup, RELIABLE_SENTINEL) as conn:
+                producer = Producer(conn)
+
+                def send(body: str, policy: dict[str, Any]) -> None:
+                    producer.publish(
+                        body,
+                        exchange=to.exchange,
+                        routing_key=to.routing_key,
+                        declare=[to],
+                        serializer="json",
+                        retry=True,
+                        retry_policy=policy,
+                    )
+
+                send("before", CELERY_DEFAULT_PUBLISH_RETRY_POLICY)
+                with contextlib.suppress(redis.ConnectionError):
+                    setup.admin(first).shutdown(nosave=True)  # answers by closing
+                with pytest.raises(OperationalError):
+                    send("refused", CELERY_DEFAULT_PUBLISH_RETRY_POLICY)
+                started = time.monotonic()
+                send("waited", SENTINEL_PUBLISH_RETRY_POLICY)
+                waited = time.monotonic() - started
+            assert _master_port(sentinel) == second.port
+            queued = setup.admin(second).lrange(f"{PREFIX}{to.name}", 0, -1)
+            bodies = [json.loads(base64.b64decode(json.loads(m)["body"])) for m in queued]
+            assert bodies == ["waited", "before"]  # kombu's envelope: the body in base64
+            assert waited > 1  # it did wait for the promotion
             sentinel.close()
 
 

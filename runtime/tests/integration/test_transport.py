@@ -312,6 +312,27 @@ def test_the_subscriber_follows_the_queues_consumed_and_ends_with_the_channel(
     assert subscribers(admin, second.name) == 0
 
 
+def test_a_consuming_channel_closes_after_its_transport_lost_its_connection(
+    redis_server: RedisServer, admin: redis.Redis
+) -> None:
+    # Seen on a worker whose Sentinel-named master was killed: Celery closes the broker
+    # connection after the error, kombu's close cancels the consumers once the pools are gone
+    # and the transport has no connection left, and asking the pool for its database then
+    # raised AttributeError, which ended the worker ("Unrecoverable error").
+    url = redis_url(redis_server)
+    with connect(url, RELIABLE, polling_interval=LONG_POLL) as conn:
+        channel = conn.default_channel
+        assert isinstance(channel, transport.Channel)
+        Consumer(channel, queues=[queue("lost")], accept=["json"], callbacks=[]).consume()
+        wait_for("the subscriber", lambda: subscribers(admin, "lost") == 1)
+        transport_ = channel.connection
+        transport_.client = None  # as kombu's Connection._do_close_transport leaves it
+        channel._disconnect_pools()
+        channel.close()
+        assert channel.closed
+    wait_for("the subscriber gone", lambda: subscribers(admin, "lost") == 0)
+
+
 def test_the_subscriber_reconnects_and_wakes_for_what_came_while_it_was_away(
     redis_server: RedisServer, admin: redis.Redis
 ) -> None:
