@@ -3,7 +3,8 @@ goodbye) while the bundle's producer sends a task every 0.1 s through its config
 publish), the Sentinels promote a replica, and the worker follows without a restart. Counted
 from the producer's side: every task it was told was accepted ran. A user's plain Celery
 producer configured by hand works on the new master too, the old master comes back as a
-replica, and a deploy afterwards keeps the master where Sentinel put it and restarts nothing.
+replica, the promoted master restarted before any deploy comes back the master, and a deploy
+afterwards keeps the master where Sentinel put it and restarts nothing.
 The figures go to build/failover.json (RELIABILITY.md: `python -m chaos --failover
 build/failover.json`)."""
 
@@ -18,6 +19,7 @@ from conftest import (
     cli,
     deploy,
     finish_stream,
+    healthy,
     master,
     on,
     produce,
@@ -60,6 +62,23 @@ def test_a_failover_under_a_task_stream_loses_no_accepted_task() -> None:
         lambda: "master_link_status:up" in cli(old, "INFO", "replication"),
         60,
     )
+    assert produce(5)["done"] == 5
+
+
+def test_the_promoted_master_restarted_before_any_deploy_comes_back_the_master() -> None:
+    # Its replicaof file still says what the last deploy wrote (a replica of the old master):
+    # the unit asks the local Sentinel before it starts (follow_sentinel.py) and starts it as
+    # the master it is; else the group would have no master until the Sentinels gave up on it.
+    now = master()
+    assert replicaof_lines(now), "the deploy's file should still name the old master"
+    before = run_ids()
+    restarted = on(now).run("systemctl restart redis-server")
+    assert restarted.rc == 0, restarted.stderr
+    assert cli(now, "ROLE").startswith("master")
+    assert run_ids()[now] != before[now]
+    assert master() == now
+    assert replicaof_lines(now) == []
+    wait_for("the replicas linked again", healthy, 60)
     assert produce(5)["done"] == 5
 
 
