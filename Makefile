@@ -15,7 +15,7 @@ export PY_COLORS := 0
 
 SCENARIOS := $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/molecule.yml))
 
-.PHONY: lab lab-down chaos chaos-down test lint test-app test-bundle test-molecule bootstrap lock lock-controller clean bench bench-tasks bench-deploy bench-down
+.PHONY: lab lab-down chaos chaos-down chaos-ha bench-ha test lint test-app test-bundle test-molecule bootstrap lock lock-controller clean bench bench-tasks bench-deploy bench-down
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -34,6 +34,14 @@ chaos: bootstrap
 
 chaos-down:
 	$(CHAOS_LAB) scripts/lab.sh down
+
+# The ha scenario's faults repeated, and the growth from one Redis host to three, on the
+# scenario's own hosts (about 35 minutes; HA_ROUNDS=5 rounds of a master killed): the figures
+# in build/ha-experiments.json, then in RELIABILITY.md.
+chaos-ha: bootstrap
+	rm -f build/ha-experiments.json
+	BUNDLE_BASE_IMAGE=$$(cat $(VENV)/base-image) scripts/ha-run.sh experiment
+	python -m chaos --ha-experiments build/ha-experiments.json
 
 # Each stage's wall time goes to build/timings.json (scripts/timings.py publish puts a clean
 # clone's run in the README).
@@ -74,13 +82,20 @@ test-molecule:
 # bench-tasks then runs the task benchmarks on the converged lab (about 12 min).
 BENCH_LAB := LAB_NAME=bench LAB_INVENTORY=bench/inventory LAB_REDIS_PORT=16385 LAB_SMOKE=0
 
-bench: bootstrap bench-deploy bench-tasks
+bench: bootstrap bench-deploy bench-tasks bench-ha
 
 bench-deploy: bootstrap
 	python -m bench.deploy_speed
 
 bench-tasks: bootstrap
 	python -m bench.harness
+
+# The replicated group against the single host (about 25 minutes), on the ha scenario's hosts:
+# build/bench-ha.json, then BENCHMARKS.md's HA section.
+bench-ha: bootstrap
+	rm -f build/bench-ha.json
+	BUNDLE_BASE_IMAGE=$$(cat $(VENV)/base-image) scripts/ha-run.sh bench
+	python -m bench.harness --publish-ha build/bench-ha.json
 
 bench-down:
 	$(BENCH_LAB) scripts/lab.sh down

@@ -44,6 +44,7 @@ from testkit.controller import toml_text
 
 REPO = Path(__file__).resolve().parents[1]
 INVENTORY = REPO / "bench/inventory"
+HA_RESULTS = REPO / "bench/ha-results.json"  # make bench-ha's, published by --publish-ha
 LAB = {
     "LAB_NAME": "bench",
     "LAB_INVENTORY": str(INVENTORY.relative_to(REPO)),
@@ -448,8 +449,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="no measuring: rewrite the results' summary and BENCHMARKS.md (after bench-deploy)",
     )
+    parser.add_argument(
+        "--publish-ha",
+        type=Path,
+        metavar="FILE",
+        help="no measuring: publish make bench-ha's figures (build/bench-ha.json) into"
+        " bench/ha-results.json and rewrite BENCHMARKS.md",
+    )
     args = parser.parse_args(argv)
-    if args.render_only:
+    if args.publish_ha:
+        publish_ha(args.publish_ha)
+    if args.render_only or args.publish_ha:
         write(json.loads(args.results.read_text()), args.results, args.markdown)
         return
     sizes = QUICK if args.quick else Sizes(reps=args.reps)
@@ -469,6 +479,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     write(data, args.results, args.markdown)
 
 
+def publish_ha(figures: Path) -> None:
+    """make bench-ha's figures (build/bench-ha.json) into HA_RESULTS, dated, with the commit."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    published = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit or "unknown",
+        "run": json.loads(figures.read_text()),
+    }
+    HA_RESULTS.write_text(json.dumps(published, indent=1) + "\n")
+
+
 def write(data: dict[str, Any], results: Path, markdown: Path) -> None:
     """Summarize (with bench-deploy's results when present) and write both files."""
     deploy = REPO / "bench/deploy-results.json"
@@ -476,7 +499,10 @@ def write(data: dict[str, Any], results: Path, markdown: Path) -> None:
         data["deploy"] = json.loads(deploy.read_text())
     data["summary"] = report.summarize_run(data)
     results.write_text(json.dumps(data, indent=1) + "\n")
-    markdown.write_text(report.markdown(data))
+    text = report.markdown(data)
+    if HA_RESULTS.exists():
+        text = text.rstrip("\n") + "\n\n" + report.ha_markdown(json.loads(HA_RESULTS.read_text()))
+    markdown.write_text(text)
     print(report.targets_text(data["summary"]))
     print(f"bench: wrote {results} and {markdown}")
 

@@ -639,3 +639,59 @@ def bounds(s: dict[str, Any]) -> str:
             "configurations do."
         )
     return "\n".join(out)
+
+
+# The configurations of `make bench-ha` (molecule/ha/tests/test_bench.py), the first the base.
+HA_CONFIGS = ("single host", "group, durable publish", "group, no durable publish")
+
+
+def ha_summary(configs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    """Per configuration: median drain and publish rates, pooled round-trip percentiles, and
+    the ratios to the single host's (median throughput, p50)."""
+    out: dict[str, dict[str, float]] = {}
+    for name in HA_CONFIGS:
+        reps = configs[name]
+        rtt = latency_summary([ms for r in reps for ms in r["samples_ms"]])
+        out[name] = {
+            "tasks_per_s": statistics.median(r["tasks_per_s"] for r in reps),
+            "publish_per_s": statistics.median(r["publish_per_s"] for r in reps),
+            "p50_ms": rtt["p50"],
+            "p99_ms": rtt["p99"],
+            "max_ms": rtt["max"],
+        }
+    base = out[HA_CONFIGS[0]]
+    for fig in out.values():
+        fig["throughput_x"] = ratio(fig["tasks_per_s"], base["tasks_per_s"])
+        fig["publish_x"] = ratio(fig["publish_per_s"], base["publish_per_s"])
+        fig["p50_x"] = ratio(fig["p50_ms"], base["p50_ms"])
+    return out
+
+
+def ha_markdown(published: dict[str, Any]) -> str:
+    """BENCHMARKS.md's HA section from bench/ha-results.json."""
+    run = published["run"]
+    s = ha_summary(run["configs"])
+    out = [
+        "## HA: three Redis hosts with Sentinel against one",
+        "",
+        "Written by `make bench-ha` (molecule/ha/tests/test_bench.py, on the ha scenario's",
+        "hosts: ACL users, TLS, AOF on each Redis host; one worker host) into",
+        f"`bench/ha-results.json`: run of {published['date']} at commit {published['commit']}.",
+        "The group's first host was deployed alone and measured, then grown into the group and",
+        "measured with the durable publish (WAIT for one replica after each send) and without it",
+        f"(`publish_replicas = 0`), alternating; {run['reps']} repetitions, each draining",
+        f"{run['tasks']:,} trivial tasks (the publish rate is the producer's, one task at a",
+        "time, before the drain) and timing 300 sequential `ping.delay().get()` round trips.",
+        "",
+        "| configuration | drain (tasks/s) | x single | publish (tasks/s) | x single"
+        " | round trip p50 (ms) | p99 | max | p50 x single |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in HA_CONFIGS:
+        f = s[name]
+        out.append(
+            f"| {name} | {f['tasks_per_s']:.0f} | {f['throughput_x']:.2f} "
+            f"| {f['publish_per_s']:.0f} | {f['publish_x']:.2f} | {f['p50_ms']:.1f} "
+            f"| {f['p99_ms']:.1f} | {f['max_ms']:.1f} | {f['p50_x']:.2f} |"
+        )
+    return "\n".join(out) + "\n"

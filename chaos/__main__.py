@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chaos.report import render, render_failover, render_safe_deploys
+from chaos.report import render, render_failover, render_ha_experiments, render_safe_deploys
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 NOTES = HERE / "NOTES.md"
 SAFE_DEPLOYS = HERE / "safe-deploys.json"
 FAILOVER = HERE / "failover.json"
+HA_EXPERIMENTS = HERE / "ha-experiments.json"
 RELIABILITY = HERE.parent / "RELIABILITY.md"
 
 
@@ -31,6 +32,8 @@ def write_report(results: dict[str, Any]) -> None:
         text += "\n" + render_safe_deploys(json.loads(SAFE_DEPLOYS.read_text())) + "\n"
     if FAILOVER.exists():
         text += "\n" + render_failover(json.loads(FAILOVER.read_text())) + "\n"
+    if HA_EXPERIMENTS.exists():
+        text += "\n" + render_ha_experiments(json.loads(HA_EXPERIMENTS.read_text())) + "\n"
     if NOTES.exists():
         text += "\n" + NOTES.read_text()
     RELIABILITY.write_text(text.rstrip("\n") + "\n")
@@ -99,15 +102,24 @@ def main(argv: list[str] | None = None) -> int:
         " chaos/failover.json, then redo RELIABILITY.md",
     )
     parser.add_argument(
+        "--ha-experiments",
+        metavar="FILE",
+        help="publish make chaos-ha's figures (build/ha-experiments.json) into"
+        " chaos/ha-experiments.json, then redo RELIABILITY.md",
+    )
+    parser.add_argument(
         "--commit",
-        help="with --safe-deploys or --failover: the commit the figures were measured at",
+        help="with --safe-deploys, --failover or --ha-experiments: the commit the figures were"
+        " measured at",
     )
     args = parser.parse_args(argv)
     if args.safe_deploys:
         publish(Path(args.safe_deploys), SAFE_DEPLOYS, "changes", args.commit)
     if args.failover:
         publish(Path(args.failover), FAILOVER, "faults", args.commit)
-    if args.render or args.safe_deploys or args.failover:
+    if args.ha_experiments:
+        publish(Path(args.ha_experiments), HA_EXPERIMENTS, "experiments", args.commit)
+    if args.render or args.safe_deploys or args.failover or args.ha_experiments:
         write_report(json.loads(RESULTS.read_text()))
         return 0
 

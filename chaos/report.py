@@ -271,3 +271,55 @@ def render_failover(published: dict[str, Any]) -> str:
             cells = ["-" if fig.get(key) is None else _fmt(fig[key]) for key in side]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _p50_max(times: dict[str, Any] | None) -> str:
+    """A summary()'s p50 and max as "p50 / max" ("-" when it has no value)."""
+    if not times or times.get("p50") is None:
+        return "-"
+    return f"{_fmt(times['p50'])} / {_fmt(times['max'])}"
+
+
+def render_ha_experiments(published: dict[str, Any]) -> str:
+    """The repeated faults of `make chaos-ha` (molecule/ha/tests/test_experiments.py)."""
+    lines = [
+        "## Failover, repeated: the master killed, rolling restarts",
+        "",
+        "From `make chaos-ha` (`molecule/ha/tests/test_experiments.py`, on the ha scenario's",
+        "hosts: three Redis hosts with Sentinel, TLS and ACL users, one worker host), published",
+        "into `chaos/ha-experiments.json` by `python -m chaos --ha-experiments",
+        f"build/ha-experiments.json`: run of {published['date']} at commit",
+        f"{published['commit']}. Each round: the bundle's producer sent a task every 0.1 s for",
+        "40 s; 8 s in, the master's server got SIGKILL. Kept down, its unit was kept from",
+        "restarting, so the Sentinels promoted a replica (then it was started again and rejoined",
+        "as a replica; the next round killed the new master). Restarted by systemd, it came back",
+        "with its AOF before the Sentinels judged it down. Without the durable publish, the",
+        "producer did not wait for a replica's WAIT: what a plain producer risks. Rolling",
+        "restart: a deploy that needs every server restarted, under the same stream. Counted",
+        "as in the table above; times in seconds from the kill (p50 / max over the rounds).",
+        "",
+        "| experiment | rounds | tasks sent | accepted | refused | lost | run twice"
+        " | replica promoted (s) | first task done after (s) | workers restarted |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    counts = ("tasks_sent", "tasks_accepted", "sends_refused", "tasks_lost", "tasks_run_twice")
+    for name, fig in sorted(published["experiments"].items()):
+        cells = [_fmt(fig.get("rounds", "-"))] + [_fmt(fig.get(key, "-")) for key in counts]
+        cells += [
+            _p50_max(fig.get("promoted_after_seconds")),
+            _p50_max(fig.get("first_task_after_seconds")),
+            _fmt(fig.get("workers_restarted", "-")),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, fig in sorted(published["experiments"].items()):
+        if "isolated_writes_acknowledged_and_lost" in fig:
+            lines += [
+                "",
+                f"{name}, on the cut-off side (a client beside the old master, as in the table",
+                "above): writes a replica acknowledged, then lost:"
+                f" {fig['isolated_writes_acknowledged_and_lost']}; plain writes taken, then"
+                f" lost: {fig['isolated_plain_writes_taken_then_lost']}; the old master refused",
+                "writes after (s, p50 / max):"
+                f" {_p50_max(fig.get('isolated_master_refused_writes_after_seconds'))}.",
+            ]
+    return "\n".join(lines) + "\n"

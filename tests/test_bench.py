@@ -387,3 +387,23 @@ def test_with_pool_swaps_a_nodes_pool_and_concurrency() -> None:
         "--pool", "prefork", "--concurrency", "2", "--queues", "celery",
     ]  # fmt: skip
     assert args[1] == "custom"  # the node's own list is left alone
+
+
+def test_the_ha_section_compares_each_configuration_with_the_single_host() -> None:
+    def rep(tasks: float, publish: float, ms: float) -> dict[str, Any]:
+        return {"tasks_per_s": tasks, "publish_per_s": publish, "samples_ms": [ms] * 10}
+
+    configs = {
+        "single host": [rep(400, 1000, 5.0), rep(420, 1100, 5.0)],
+        "group, durable publish": [rep(380, 500, 6.0), rep(400, 550, 6.0)],
+        "group, no durable publish": [rep(410, 1050, 5.5), rep(410, 1050, 5.5)],
+    }
+    run = {"reps": 2, "tasks": 2000, "configs": configs}
+    summary = report.ha_summary(configs)
+    assert summary["single host"]["throughput_x"] == 1.0
+    assert summary["group, durable publish"]["publish_x"] == 525 / 1050
+    assert summary["group, durable publish"]["p50_x"] == 6.0 / 5.0
+    text = report.ha_markdown({"date": "2026-12-07 09:00 UTC", "commit": "abc1234", "run": run})
+    assert "run of 2026-12-07 09:00 UTC at commit abc1234" in text
+    assert "| single host | 410 | 1.00 | 1050 | 1.00 | 5.0 | 5.0 | 5.0 | 1.00 |" in text
+    assert "| group, durable publish | 390 | 0.95 | 525 | 0.50 | 6.0 | 6.0 | 6.0 | 1.20 |" in text

@@ -21,7 +21,13 @@ from chaos.accounting import (
     tally,
 )
 from chaos.lab import Flow
-from chaos.report import headline, render, render_failover, render_safe_deploys
+from chaos.report import (
+    headline,
+    render,
+    render_failover,
+    render_ha_experiments,
+    render_safe_deploys,
+)
 
 W1, W2 = "default@chaos-worker1", "default@chaos-worker2"
 
@@ -273,3 +279,59 @@ def test_the_failover_section_shows_each_fault_and_its_losses() -> None:
     assert "| master host cut off | 0 | 13 | 11.8 |" in text
     assert "| master host frozen | 0 |" not in text
     assert "| rolling restart | 1167 | 1167 | 0 | 0 | 0 | - | 0.0 |" in text
+
+
+def test_the_repeated_faults_show_their_sums_and_p50_max() -> None:
+    times = {"n": 5, "p50": 7.1, "p99": 9.9, "max": 9.9, "min": 6.0}
+    published = {
+        "date": "2026-12-07 08:00 UTC",
+        "commit": "abc9999",
+        "experiments": {
+            "master SIGKILLed and kept down, durable publish": {
+                "rounds": 5,
+                "tasks_sent": 1800,
+                "tasks_accepted": 1795,
+                "sends_refused": 5,
+                "tasks_lost": 0,
+                "tasks_run_twice": 0,
+                "promoted_after_seconds": times,
+                "first_task_after_seconds": {"n": 5, "p50": 8.0, "max": 12.5},
+                "workers_restarted": 0,
+            },
+            "master host cut off": {
+                "rounds": 2,
+                "tasks_sent": 700,
+                "tasks_accepted": 700,
+                "sends_refused": 0,
+                "tasks_lost": 0,
+                "tasks_run_twice": 0,
+                "promoted_after_seconds": {"n": 2, "p50": 5.0, "max": 6.0},
+                "first_task_after_seconds": {"n": 2, "p50": 6.0, "max": 7.0},
+                "workers_restarted": 0,
+                "isolated_writes_acknowledged_and_lost": 0,
+                "isolated_plain_writes_taken_then_lost": 27,
+                "isolated_master_refused_writes_after_seconds": {"n": 2, "p50": 11.5, "max": 12.0},
+            },
+            "rolling restart": {
+                "rounds": 2,
+                "tasks_sent": 900,
+                "tasks_accepted": 900,
+                "sends_refused": 0,
+                "tasks_lost": 0,
+                "tasks_run_twice": 0,
+                "promoted_after_seconds": {"n": 0, "p50": None, "max": None},
+                "first_task_after_seconds": {"n": 2, "p50": 0.0, "max": 0.0},
+                "workers_restarted": 0,
+            },
+        },
+    }
+    text = render_ha_experiments(published)
+    assert "run of 2026-12-07 08:00 UTC at commit\nabc9999" in text
+    assert (
+        "| master SIGKILLed and kept down, durable publish | 5 | 1800 | 1795 | 5 | 0 | 0"
+        " | 7.1 / 9.9 | 8.0 / 12.5 | 0 |" in text
+    )
+    assert "| rolling restart | 2 | 900 | 900 | 0 | 0 | 0 | - | 0.0 / 0.0 | 0 |" in text
+    assert "acknowledged, then lost: 0; plain writes taken, then lost: 27;" in text
+    assert "writes after (s, p50 / max): 11.5 / 12.0." in text
+    assert text.count("on the cut-off side") == 1

@@ -4,6 +4,7 @@ user's kind (plain Celery, the Sentinels and credentials given by hand) on the w
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import shlex
 import subprocess
@@ -129,9 +130,31 @@ def deploy(*args: str) -> subprocess.CompletedProcess[str]:
     return playbook("deploy.yml", molecule_inventory(), *args, timeout=900)
 
 
-# The bundle's producer: the workers' own config (Sentinels, TLS, durable publish), one
-# record_work task per idempotency key every 0.1 s, until its time is up or OUT.stop exists;
-# what each send answered, as JSON.
+def without(node: object, hosts: set[str]) -> object:
+    """Molecule's inventory (NODE) with HOSTS removed from every group."""
+    if isinstance(node, dict):
+        return {
+            key: without(value, hosts)
+            for key, value in node.items()
+            if not (isinstance(key, str) and key in hosts)
+        }
+    return node
+
+
+def one_host_inventory(into: Path) -> Path:
+    """The scenario's inventory with the group's first host only, in INTO: the inventory a
+    user had before growing the group."""
+    source = molecule_inventory()
+    data = yaml.safe_load((source / "ansible_inventory.yml").read_text())
+    (into / "ansible_inventory.yml").write_text(yaml.safe_dump(without(data, set(REDIS[1:]))))
+    for link in ("group_vars", "host_vars"):
+        (into / link).symlink_to((source / link).resolve())
+    return into
+
+
+# The bundle's producer: the workers' own config (Sentinels, TLS, durable publish, or the
+# publish's replicas given as a fourth argument), one record_work task per idempotency key
+# every 0.1 s, until its time is up or OUT.stop exists; what each send answered, as JSON.
 STREAM = r"""
 import json, sys, time
 from pathlib import Path
@@ -140,6 +163,9 @@ from rcbundle.config import celery_config, load_settings
 seconds, label, out = float(sys.argv[1]), sys.argv[2], sys.argv[3]
 app = Celery("stream")
 app.config_from_object(celery_config(load_settings(Path("/etc/taskapp/config.toml"))))
+if len(sys.argv) > 4:  # the durable publish's replicas, other than the config's
+    options = dict(app.conf.broker_transport_options)
+    app.conf.broker_transport_options = options | {"rcbundle_publish_replicas": int(sys.argv[4])}
 sends, end, i = [], time.time() + seconds, 0
 while time.time() < end and not Path(out + ".stop").exists():
     key, at = f"{label}-{i}", time.time()
@@ -177,12 +203,14 @@ def executions(label: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-def start_stream(seconds: float) -> tuple[str, str]:
-    """The bundle's producer sending for SECONDS in the background on the worker host: its
-    label (the tasks' record list) and the file its sends go to."""
+def start_stream(seconds: float, replicas: int | None = None) -> tuple[str, str]:
+    """The bundle's producer sending for SECONDS in the background on the worker host (its
+    durable publish waiting for REPLICAS, when given, rather than the config's): its label
+    (the tasks' record list) and the file its sends go to."""
     label = f"stream-{time.time_ns()}"
     out = f"/tmp/{label}.json"
-    stream = shlex.join([PYTHON, "-c", STREAM, str(seconds), label, out])
+    extra = [] if replicas is None else [str(replicas)]
+    stream = shlex.join([PYTHON, "-c", STREAM, str(seconds), label, out, *extra])
     on(WORKER).run(f"nohup {stream} >/tmp/{label}.log 2>&1 &")
     return label, out
 
@@ -243,6 +271,49 @@ def wait_promoted(old: str, old_address: str, since: float) -> float:
     return time.time() - since
 
 
+# The stream runs until the deploy is over (its OUT.stop file), at most this long.
+ROLLING_STREAM_SECONDS = 1200
+
+
+def healthy() -> bool:
+    """Every replica linked to the master, every Sentinel naming it."""
+    now = master()
+    linked = all(
+        "master_link_status:up" in cli(host, "INFO", "replication") for host in REDIS if host != now
+    )
+    return linked and all(master_address(host) == address(now) for host in REDIS)
+
+
+def rolling_deploy(*args: str) -> dict[str, object]:
+    """A deploy with ARGS under a task stream: the stream's figures, the deploy's own, and
+    which servers restarted and where the master went."""
+    old, before, pids = master(), run_ids(), worker_pids()
+    label, out = start_stream(ROLLING_STREAM_SECONDS)
+    time.sleep(5)
+    started = time.time()
+    run = deploy(*args)
+    deploy_seconds = time.time() - started
+    time.sleep(5)
+    on(WORKER).run(f"touch {out}.stop")
+    figures = finish_stream(label, out, 10, started)
+    sends = json.loads(on(WORKER).file(out).content_string)
+    after = run_ids()
+    return figures | {
+        # The longest a send waited (the stream sends every 0.1 s): the switchover's pause.
+        "longest_send_seconds": round(
+            max((b[1] - a[1] for a, b in itertools.pairwise(sends)), default=0.0) - 0.1,
+            1,
+        ),
+        "deploy_rc": run.returncode,
+        "deploy_seconds": round(deploy_seconds, 1),
+        "servers_restarted": sum(1 for host in REDIS if after[host] != before[host]),
+        "master_before": old,
+        "master_after": master(),
+        "worker_restarted": worker_pids() != pids,
+        "deploy_tail": run.stdout[-3000:] if run.returncode else "",
+    }
+
+
 FIGURES = REPO / "build/failover.json"
 
 
@@ -254,16 +325,38 @@ def record_figures(fault: str, figures: dict[str, object]) -> None:
     FIGURES.write_text(json.dumps(known | {fault: figures}, indent=2) + "\n")
 
 
+EXPERIMENTS = REPO / "build/ha-experiments.json"
+
+
+def record_experiment(name: str, figures: dict[str, object]) -> None:
+    """EXPERIMENTS with NAME's entry (re)written and the others kept (RELIABILITY.md:
+    `python -m chaos --ha-experiments build/ha-experiments.json`)."""
+    EXPERIMENTS.parent.mkdir(exist_ok=True)
+    known = json.loads(EXPERIMENTS.read_text()) if EXPERIMENTS.exists() else {}
+    EXPERIMENTS.write_text(json.dumps(known | {name: figures}, indent=2) + "\n")
+
+
 # The modules in the order they change the group: the group as converged first, then the
 # replicas frozen and thawed, then the failovers (which move the master for good), then the
-# rolling restarts (which move it again).
+# rolling restarts (which move it again). `make chaos-ha` runs the modules marked
+# `experiment` instead (molecule.yml's `-m`): the migration from one host (on hosts Molecule
+# created but did not converge), then the repeated faults; `make bench-ha` the one marked
+# `bench`.
 ORDER = [
     "test_group",
     "test_durable_publish",
     "test_failover",
     "test_isolation",
     "test_rolling_restart",
+    "test_migration",
+    "test_experiments",
+    "test_bench",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "experiment: make chaos-ha's, not make test's")
+    config.addinivalue_line("markers", "bench: make bench-ha's, not make test's")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
