@@ -327,7 +327,7 @@ def test_a_consuming_channel_closes_after_its_transport_lost_its_connection(
         wait_for("the subscriber", lambda: subscribers(admin, "lost") == 1)
         transport_ = channel.connection
         transport_.client = None  # as kombu's Connection._do_close_transport leaves it
-        channel._disconnect_pools()
+        channel._disconnect_pools()  # type: ignore[attr-defined]  # kombu, untyped
         channel.close()
         assert channel.closed
     wait_for("the subscriber gone", lambda: subscribers(admin, "lost") == 0)
