@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import quote
 
 import pytest
@@ -65,6 +65,30 @@ class Sentinelled:
     def admin(self, server: RedisServer | None = None) -> redis.Redis:
         server = server or self.master
         return server.client(server.password, DB)
+
+
+class Group(NamedTuple):
+    first: RedisServer  # the master at the start
+    second: RedisServer  # its replica, in sync
+    setup: Sentinelled
+    sentinel: redis.Redis  # a client of the Sentinel
+
+
+@contextlib.contextmanager
+def replicated(tmp_path: Path) -> Iterator[Group]:
+    """A master, its replica in sync, and a Sentinel (quorum 1) that sees both."""
+    with (
+        run_redis(tmp_path) as first,
+        run_redis(tmp_path, replica_of=first) as second,
+    ):
+        wait_for("the replica in sync", lambda: _in_sync(second), FAILOVER_SECONDS)
+        with run_sentinel(tmp_path, first, MASTER) as port:
+            sentinel = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+            try:
+                wait_for("Sentinel sees the replica", lambda: _replicas(sentinel), FAILOVER_SECONDS)
+                yield Group(first, second, Sentinelled(first, port), sentinel)
+            finally:
+                sentinel.close()
 
 
 def _connect(setup: Sentinelled, transport_name: str, **options: object) -> Connection:
@@ -159,55 +183,44 @@ def test_a_message_whose_fetch_reply_is_lost_over_sentinel_is_recorded_and_resto
 
 def test_the_subscriber_follows_the_master_when_sentinel_fails_over(tmp_path: Path) -> None:
     followed = queue("followed")
-    with (
-        run_redis(tmp_path) as first,
-        run_redis(tmp_path, replica_of=first) as second,
-    ):
-        wait_for("the replica in sync", lambda: _in_sync(second), FAILOVER_SECONDS)
-        with run_sentinel(tmp_path, first, MASTER) as port:
-            setup = Sentinelled(first, port)
-            sentinel = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
-            wait_for("Sentinel sees the replica", lambda: _replicas(sentinel), FAILOVER_SECONDS)
-            old, new = setup.admin(first), setup.admin(second)
-            received: list[Message] = []
-            options = {"polling_interval": LONG_POLL, "health_check_interval": 1}
-            with (
-                _connect(setup, RELIABLE_SENTINEL, **options) as conn,
-                Consumer(conn, queues=[followed], accept=["json"], callbacks=[keep(received)]),
-            ):
-                channel = conn.default_channel
-                assert isinstance(channel, transport.SentinelChannel)
-                wait_for(
-                    "subscribed on the master", lambda: subscribers(old, followed.name, DB) == 1
-                )
-                with pytest.raises(TimeoutError):
-                    conn.drain_events(timeout=0.5)
+    with replicated(tmp_path) as (first, second, setup, sentinel):
+        old, new = setup.admin(first), setup.admin(second)
+        received: list[Message] = []
+        options = {"polling_interval": LONG_POLL, "health_check_interval": 1}
+        with (
+            _connect(setup, RELIABLE_SENTINEL, **options) as conn,
+            Consumer(conn, queues=[followed], accept=["json"], callbacks=[keep(received)]),
+        ):
+            channel = conn.default_channel
+            assert isinstance(channel, transport.SentinelChannel)
+            wait_for("subscribed on the master", lambda: subscribers(old, followed.name, DB) == 1)
+            with pytest.raises(TimeoutError):
+                conn.drain_events(timeout=0.5)
 
-                sentinel.sentinel_failover(MASTER)
-                wait_for(
-                    "the failover",
-                    lambda: _master_port(sentinel) == second.port,
-                    FAILOVER_SECONDS,
-                )
-                # kombu's own recovery of the consumer's poll connection (the old master ends
-                # its BRPOP, then refuses the fetch's writes): it reconnects through Sentinel.
-                # The subscription, checked on the poll's health check interval, moves too.
-                _drain_until_idle_on(conn, channel, second.port)
-                wait_for(
-                    "the subscriber on the new master",
-                    lambda: _polled(conn) and subscribers(new, followed.name, DB) == 1,
-                    10,
-                )
-                assert subscribers(old, followed.name, DB) == 0
-                with publish_later(
-                    setup.url, followed, "after", 0.3, STOCK_SENTINEL, master_name=MASTER
-                ) as published:
-                    conn.drain_events(timeout=LONG_POLL / 2)
-                    arrived = time.monotonic()
-                assert [m.payload for m in received] == ["after"]
-                assert arrived - published[0] < WOKEN_WITHIN
-                received[0].ack()
-            sentinel.close()
+            sentinel.sentinel_failover(MASTER)
+            wait_for(
+                "the failover",
+                lambda: _master_port(sentinel) == second.port,
+                FAILOVER_SECONDS,
+            )
+            # kombu's own recovery of the consumer's poll connection (the old master ends
+            # its BRPOP, then refuses the fetch's writes): it reconnects through Sentinel.
+            # The subscription, checked on the poll's health check interval, moves too.
+            _drain_until_idle_on(conn, channel, second.port)
+            wait_for(
+                "the subscriber on the new master",
+                lambda: _polled(conn) and subscribers(new, followed.name, DB) == 1,
+                10,
+            )
+            assert subscribers(old, followed.name, DB) == 0
+            with publish_later(
+                setup.url, followed, "after", 0.3, STOCK_SENTINEL, master_name=MASTER
+            ) as published:
+                conn.drain_events(timeout=LONG_POLL / 2)
+                arrived = time.monotonic()
+            assert [m.payload for m in received] == ["after"]
+            assert arrived - published[0] < WOKEN_WITHIN
+            received[0].ack()
 
 
 def test_every_sentinel_pool_of_the_process_follows_when_one_learns_of_a_move(
@@ -217,43 +230,33 @@ def test_every_sentinel_pool_of_the_process_follows_when_one_learns_of_a_move(
     # master. The one that asks Sentinel (the keyspace subscriber's check, a new connection)
     # learns of the move; the others drop their idle connections to the old master at once
     # instead of each waiting out a socket timeout on it when the old master is frozen.
-    with (
-        run_redis(tmp_path) as first,
-        run_redis(tmp_path, replica_of=first) as second,
-    ):
-        wait_for("the replica in sync", lambda: _in_sync(second), FAILOVER_SECONDS)
-        with run_sentinel(tmp_path, first, MASTER) as port:
-            sentinel = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
-            wait_for("Sentinel sees the replica", lambda: _replicas(sentinel), FAILOVER_SECONDS)
-            learner, follower, other = (
-                cast(Any, redis.sentinel.Sentinel)([("127.0.0.1", port)]).master_for(
-                    name, password=first.password, db=DB
-                )
-                for name in (MASTER, MASTER, "another-master")
+    with replicated(tmp_path) as (first, second, setup, sentinel):
+        learner, follower, other = (
+            cast(Any, redis.sentinel.Sentinel)([("127.0.0.1", setup.sentinel_port)]).master_for(
+                name, password=first.password, db=DB
             )
-            assert learner.ping()
-            assert follower.ping()
-            idle = follower.connection_pool._available_connections[0]
-            assert (idle.port, idle._sock is not None) == (first.port, True)
-            other_proxy = other.connection_pool.proxy
-            other_proxy.master_address = ("127.0.0.1", first.port)  # another group, same address
+            for name in (MASTER, MASTER, "another-master")
+        )
+        assert learner.ping()
+        assert follower.ping()
+        idle = follower.connection_pool._available_connections[0]
+        assert (idle.port, idle._sock is not None) == (first.port, True)
+        other_proxy = other.connection_pool.proxy
+        other_proxy.master_address = ("127.0.0.1", first.port)  # another group, same address
 
-            wait_for("a failover Sentinel accepts", lambda: _failover(sentinel), FAILOVER_SECONDS)
-            wait_for(
-                "the failover", lambda: _master_port(sentinel) == second.port, FAILOVER_SECONDS
-            )
-            # As the keyspace subscriber's check asks (SENTINEL MASTERS names the new master
-            # only once the failover is complete).
-            learned = learner.connection_pool.get_master_address
-            wait_for("the move learnt", lambda: learned()[1] == second.port, FAILOVER_SECONDS)
+        wait_for("a failover Sentinel accepts", lambda: _failover(sentinel), FAILOVER_SECONDS)
+        wait_for("the failover", lambda: _master_port(sentinel) == second.port, FAILOVER_SECONDS)
+        # As the keyspace subscriber's check asks (SENTINEL MASTERS names the new master
+        # only once the failover is complete).
+        learned = learner.connection_pool.get_master_address
+        wait_for("the move learnt", lambda: learned()[1] == second.port, FAILOVER_SECONDS)
 
-            assert idle._sock is None  # dropped without being used
-            assert follower.connection_pool.master_address[1] == second.port
-            assert follower.set("followed", "yes")  # a write: the new master
-            assert other_proxy.master_address == ("127.0.0.1", first.port)  # not its group
-            for client in (learner, follower, other):
-                client.close()
-            sentinel.close()
+        assert idle._sock is None  # dropped without being used
+        assert follower.connection_pool.master_address[1] == second.port
+        assert follower.set("followed", "yes")  # a write: the new master
+        assert other_proxy.master_address == ("127.0.0.1", first.port)  # not its group
+        for client in (learner, follower, other):
+            client.close()
 
 
 def test_a_send_waits_for_sentinel_to_replace_a_killed_master(tmp_path: Path) -> None:
@@ -262,43 +265,34 @@ def test_a_send_waits_for_sentinel_to_replace_a_killed_master(tmp_path: Path) ->
     # give up within a second and the send fails; with the bundle's, it waits for the new
     # master and lands there.
     to = queue("waited")
-    with (
-        run_redis(tmp_path) as first,
-        run_redis(tmp_path, replica_of=first) as second,
-    ):
-        wait_for("the replica in sync", lambda: _in_sync(second), FAILOVER_SECONDS)
-        with run_sentinel(tmp_path, first, MASTER) as port:
-            setup = Sentinelled(first, port)
-            sentinel = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
-            wait_for("Sentinel sees the replica", lambda: _replicas(sentinel), FAILOVER_SECONDS)
-            with _connect(setup, RELIABLE_SENTINEL) as conn:
-                producer = Producer(conn)
+    with replicated(tmp_path) as (first, second, setup, sentinel):
+        with _connect(setup, RELIABLE_SENTINEL) as conn:
+            producer = Producer(conn)
 
-                def send(body: str, policy: dict[str, Any]) -> None:
-                    producer.publish(
-                        body,
-                        exchange=to.exchange,
-                        routing_key=to.routing_key,
-                        declare=[to],
-                        serializer="json",
-                        retry=True,
-                        retry_policy=policy,
-                    )
+            def send(body: str, policy: dict[str, Any]) -> None:
+                producer.publish(
+                    body,
+                    exchange=to.exchange,
+                    routing_key=to.routing_key,
+                    declare=[to],
+                    serializer="json",
+                    retry=True,
+                    retry_policy=policy,
+                )
 
-                send("before", CELERY_DEFAULT_PUBLISH_RETRY_POLICY)
-                with contextlib.suppress(redis.ConnectionError):
-                    setup.admin(first).shutdown(nosave=True)  # answers by closing
-                with pytest.raises(OperationalError):
-                    send("refused", CELERY_DEFAULT_PUBLISH_RETRY_POLICY)
-                started = time.monotonic()
-                send("waited", SENTINEL_PUBLISH_RETRY_POLICY)
-                waited = time.monotonic() - started
-            assert _master_port(sentinel) == second.port
-            queued = setup.admin(second).lrange(f"{PREFIX}{to.name}", 0, -1)
-            bodies = [json.loads(base64.b64decode(json.loads(m)["body"])) for m in queued]
-            assert bodies == ["waited", "before"]  # kombu's envelope: the body in base64
-            assert waited > 1  # it did wait for the promotion
-            sentinel.close()
+            send("before", CELERY_DEFAULT_PUBLISH_RETRY_POLICY)
+            with contextlib.suppress(redis.ConnectionError):
+                setup.admin(first).shutdown(nosave=True)  # answers by closing
+            with pytest.raises(OperationalError):
+                send("refused", CELERY_DEFAULT_PUBLISH_RETRY_POLICY)
+            started = time.monotonic()
+            send("waited", SENTINEL_PUBLISH_RETRY_POLICY)
+            waited = time.monotonic() - started
+        assert _master_port(sentinel) == second.port
+        queued = setup.admin(second).lrange(f"{PREFIX}{to.name}", 0, -1)
+        bodies = [json.loads(base64.b64decode(json.loads(m)["body"])) for m in queued]
+        assert bodies == ["waited", "before"]  # kombu's envelope: the body in base64
+        assert waited > 1  # it did wait for the promotion
 
 
 def _failover(sentinel: redis.Redis) -> bool:
