@@ -22,7 +22,7 @@ from rcbundle.config import ENV_VAR, ConfigError, celery_config, load_settings
 if TYPE_CHECKING:
     from celery import Celery
 
-__version__ = "1.4.1"
+__version__ = "1.4.2"
 __all__ = ["ENV_VAR", "ConfigError", "__version__", "configure"]
 
 

@@ -68,11 +68,14 @@ as kombu sends them, without the wait. The user needs the `wait` command.
 
 Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, option
 `master_name`). A publish that meets a master changing hands (READONLY from the demoted one,
-NOREPLICAS from a new one no replica has linked to yet) is sent again, with pauses, for up to
-MASTER_MOVING_SECONDS. The subscription's connections come from the Sentinel-managed pool, and
-it also re-checks the master's address every health_check_interval, moving to a new master. Every
-Sentinel pool of the process then follows (rcbundle.sentinel), and a consumer whose poll
-connection still leads to the old master drops it at the next poll start.
+NOREPLICAS from a new one, or a restarted one, no replica has linked to yet; no master known to
+Sentinel) is sent again, with pauses, for up to MASTER_MOVING_SECONDS; so is the queue binding
+(SADD) that kombu's declare sends before a connection's first publish to a queue: Celery
+declares the task's queue after every reconnect, and kombu's retries of it have no pause. The
+subscription's connections come from the Sentinel-managed pool, and it also re-checks the
+master's address every health_check_interval, moving to a new master. Every Sentinel pool of the
+process then follows (rcbundle.sentinel), and a consumer whose poll connection still leads to
+the old master drops it at the next poll start.
 
 Health. A subscription's connection is PINGed when it was idle for health_check_interval
 (redis-py's check_health, at a poll start); one that leaves MISSED_PINGS_MAX PINGs unanswered is
@@ -422,15 +425,18 @@ class _MasterMoved(Exception):
     """Sentinel names another master than the one the subscriber is connected to."""
 
 
-class NoReplicasError(redis.ResponseError, redis.ConnectionError):
+class NoReplicasError(redis.ConnectionError):
     """NOREPLICAS: the master refuses writes while fewer replicas than min-replicas-to-write
-    are in sync (a master cut off from the others, or every replica gone).
+    are in sync (a master cut off from the others, restarted, or every replica gone).
 
     redis-py raises it as a plain ResponseError, which kombu and Celery take for a broken
     command: the worker exited ("Unrecoverable error") and systemd restarted it, again and
     again, until a replica came back. Registered with redis-py's parser as a connection error
-    too, so clients reconnect and retry with backoff instead (through Sentinel: to a new master
-    once there is one). A ResponseError still, because redis-py raises only those from replies.
+    instead, so clients reconnect and retry with backoff (through Sentinel: to a new master once
+    there is one), as for LOADING (redis-py's BusyLoadingError). Not a ResponseError as well:
+    redis-py's pipelines take a ResponseError for one command's answer and read on, on the
+    connection the parser has just closed for the connection error (an AttributeError; kombu's
+    queue binding is such a pipeline).
     """
 
 
@@ -453,6 +459,23 @@ def master_moving(exc: BaseException) -> bool:
         isinstance(exc, (NoReplicasError, MasterNotFoundError))
         or str(exc) == SENTINEL_READONLY_MESSAGE
     )
+
+
+def _while_master_moves(what: str, write: Callable[[], None]) -> None:
+    """WRITE, done again with growing pauses while it fails because the master is moving (a
+    write refused, so nothing was written: sending it again is safe), for up to
+    MASTER_MOVING_SECONDS; then its error goes to kombu (Celery's publish retry policy)."""
+    pause, deadline = 0.1, monotonic() + MASTER_MOVING_SECONDS
+    while True:
+        try:
+            write()
+            return
+        except redis.ConnectionError as exc:
+            if not master_moving(exc) or monotonic() + pause > deadline:
+                raise
+            logger.info("rcbundle.transport: %s waits for the new master (%s)", what, exc)
+            sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 class PublishNotReplicated(redis.ConnectionError):
@@ -569,17 +592,12 @@ class ReliableFetch(_ChannelBase):
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: object) -> None:
         """One publish, sent again while the master is moving (module docstring: Sentinel)."""
-        pause, deadline = 0.1, monotonic() + MASTER_MOVING_SECONDS
-        while True:
-            try:
-                self._put_once(queue, message, **kwargs)
-                return
-            except redis.ConnectionError as exc:
-                if not master_moving(exc) or monotonic() + pause > deadline:
-                    raise
-                logger.info("rcbundle.transport: publish waits for the new master (%s)", exc)
-                sleep(pause)
-                pause = min(pause * 2, 1.0)
+        _while_master_moves("publish", lambda: self._put_once(queue, message, **kwargs))
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        """kombu's binding (the declare before a publish), sent again while the master moves."""
+        bind = cast(Any, super())._queue_bind
+        _while_master_moves("queue binding", lambda: bind(exchange, routing_key, pattern, queue))
 
     def _put_once(self, queue: str, message: dict[str, Any], **kwargs: object) -> None:
         """kombu's publish, then WAIT on the same connection for rcbundle_publish_replicas

@@ -4,6 +4,7 @@ it in time."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import cast
@@ -91,6 +92,39 @@ def test_a_master_refusing_writes_is_a_connection_error_clients_recover_from(
             with pytest.raises(transport.NoReplicasError, match="Not enough good replicas"):
                 channel._put(queue("refused").name, {"body": "refused", "properties": {}})
     finally:
+        admin.config_set("min-replicas-to-write", 0)
+        replica.client(PASSWORD).replicaof("127.0.0.1", master.port)
+    wait_for("the replica back in sync", lambda: _in_sync(replica), 20)
+
+
+def test_a_send_declaring_its_queue_waits_for_a_replica_to_link_again(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    # A restarted master refuses writes until a replica has linked to it again: both the
+    # queue binding that kombu's declare sends first (Celery declares the task's queue after
+    # every reconnect) and the publish wait for it, where kombu's own retries have no pause.
+    master, replica = pair
+    admin = master.client(PASSWORD)
+    to = queue("relinked")
+    replica.client(PASSWORD).replicaof("NO", "ONE")
+    relink = threading.Timer(
+        1.5, lambda: replica.client(PASSWORD).replicaof("127.0.0.1", master.port)
+    )
+    try:
+        wait_for(
+            "the master without replicas",
+            lambda: admin.info("replication")["connected_slaves"] == 0,
+        )
+        admin.config_set("min-replicas-to-write", 1)
+        with connect(redis_url(master), RELIABLE) as conn:
+            started = time.monotonic()
+            relink.start()
+            publish(conn, to, "sent once a replica is back")
+            waited = time.monotonic() - started
+        assert waited > 1
+        assert master.client(PASSWORD, db=DB).llen(PREFIX + to.name) == 1
+    finally:
+        relink.cancel()
         admin.config_set("min-replicas-to-write", 0)
         replica.client(PASSWORD).replicaof("127.0.0.1", master.port)
     wait_for("the replica back in sync", lambda: _in_sync(replica), 20)
