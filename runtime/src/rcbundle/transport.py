@@ -132,6 +132,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable
@@ -461,21 +462,43 @@ def master_moving(exc: BaseException) -> bool:
     )
 
 
+class _Refusals(threading.local):
+    """This thread's current run of writes refused because the master is moving: since when,
+    and the latest."""
+
+    since: float | None = None
+    latest: float = 0.0
+
+
+_refusals = _Refusals()
+
+
 def _while_master_moves(what: str, write: Callable[[], None]) -> None:
     """WRITE, done again with growing pauses while it fails because the master is moving (a
-    write refused, so nothing was written: sending it again is safe), for up to
-    MASTER_MOVING_SECONDS; then its error goes to kombu (Celery's publish retry policy)."""
-    pause, deadline = 0.1, monotonic() + MASTER_MOVING_SECONDS
+    write refused, so nothing was written: sending it again is safe); then its error goes to
+    kombu (Celery's publish retry policy). The pauses end MASTER_MOVING_SECONDS after the
+    thread's first refusal of the run, not of this write: kombu retries a failed publish at once
+    (reconnecting is quick when the master answers), and a master that keeps refusing (every
+    replica gone) would otherwise hold each retry that long again, a send for minutes."""
+    pause = 0.1
     while True:
         try:
             write()
-            return
         except redis.ConnectionError as exc:
-            if not master_moving(exc) or monotonic() + pause > deadline:
+            if not master_moving(exc):
+                raise
+            now = monotonic()
+            if _refusals.since is None or now - _refusals.latest > MASTER_MOVING_SECONDS:
+                _refusals.since = now  # a new run (a success, or a long quiet, ended the last)
+            _refusals.latest = now
+            if now + pause > _refusals.since + MASTER_MOVING_SECONDS:
                 raise
             logger.info("rcbundle.transport: %s waits for the new master (%s)", what, exc)
             sleep(pause)
             pause = min(pause * 2, 1.0)
+        else:
+            _refusals.since = None
+            return
 
 
 class PublishNotReplicated(redis.ConnectionError):
