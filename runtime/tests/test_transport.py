@@ -361,3 +361,22 @@ def test_kombus_retries_of_a_master_that_keeps_refusing_do_not_each_wait_again(
     transport.ReliableFetch._put(back, "celery", {})  # type: ignore[arg-type]
     assert back.sent == 2
     assert transport._refusals.since is None
+
+
+def test_a_sentinel_connection_keeps_this_transport_after_a_connection_error() -> None:
+    # kombu's failover between the ";" URLs took the transport from the next URL's scheme at
+    # the first connection error: kombu's own SentinelTransport from then on. And with three
+    # URLs only every third reconnect paused as the retry policy says.
+    from kombu import Connection
+
+    urls = ";".join(f"sentinel://celery:pw@sentinel{i}:26379/0" for i in (1, 2, 3))
+    conn = Connection(
+        urls,
+        transport="rcbundle.transport:SentinelTransport",
+        transport_options={"master_name": "bundle"},
+    )
+    assert isinstance(conn.transport, transport.SentinelTransport)
+    conn.maybe_switch_next()  # what kombu does at each connection error
+    assert isinstance(conn.transport, transport.SentinelTransport)
+    assert len(conn.alt) == 3  # every Sentinel, for the channels' pools
+    assert all(conn.completes_cycle(retries) for retries in range(3))

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from conftest import (
     REDIS,
+    WORKER,
     address,
     cli,
     finish_stream,
@@ -95,11 +96,21 @@ def kill_round(keep_down: bool, replicas: int | None = None) -> dict[str, Any]:
             bring_back(old)
     wait_for("the group healthy", healthy, 90)
     return figures | {
+        "worker_reconnects": reconnects(killed_at),
         "killed": old,
         "master_after": master(),
         "promoted_after_seconds": None if promoted is None else round(promoted, 1),
         "worker_restarted": worker_pids() != pids,
     }
+
+
+def reconnects(since: float) -> dict[str, int]:
+    """The workers' broker reconnects since SINCE, by transport: the bundle's, or kombu's own
+    (which kombu's switch to the next Sentinel URL put in its place before rcbundle 1.4.2)."""
+    log = on(WORKER).run(f"journalctl -u 'celery-worker@*' --since @{int(since)} --no-pager")
+    lines = [line for line in log.stdout.splitlines() if "Connected to " in line]
+    bundle = sum(1 for line in lines if "Connected to rcbundle.transport:" in line)
+    return {"bundle": bundle, "kombu": len(lines) - bundle}
 
 
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -115,6 +126,9 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "first_task_after_seconds": times("first_task_after_seconds"),
         "master_moved": sum(1 for r in rounds if r["master_after"] != r["killed"]),
         "workers_restarted": sum(1 for r in rounds if r["worker_restarted"]),
+        "worker_reconnects_on_kombus_transport": sum(
+            int(r.get("worker_reconnects", {}).get("kombu", 0)) for r in rounds
+        ),
         "per_round": rounds,
     }
 
@@ -126,6 +140,8 @@ def test_a_killed_master_kept_down_loses_and_refuses_nothing() -> None:
     print(f"master killed and kept down: {figures}")
     assert figures["tasks_lost"] == 0, figures
     assert figures["sends_refused"] == 0, figures  # they wait for the promotion instead
+    assert figures["worker_reconnects_on_kombus_transport"] == 0, figures
+    assert all(r["worker_reconnects"]["bundle"] > 0 for r in rounds), figures
     assert figures["master_moved"] == ROUNDS, figures
     assert figures["workers_restarted"] == 0, figures
     assert all(r["first_task_after_seconds"] is not None for r in rounds), figures

@@ -66,16 +66,17 @@ it cannot run inside a script or a MULTI), and fails with PublishNotReplicated w
 replicas acknowledged within PUBLISH_WAIT_MS. kombu's producer-scoped publish batches are sent
 as kombu sends them, without the wait. The user needs the `wait` command.
 
-Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, option
-`master_name`). A publish that meets a master changing hands (READONLY from the demoted one,
-NOREPLICAS from a new one, or a restarted one, no replica has linked to yet; no master known to
-Sentinel) is sent again, with pauses, for up to MASTER_MOVING_SECONDS; so is the queue binding
-(SADD) that kombu's declare sends before a connection's first publish to a queue: Celery
-declares the task's queue after every reconnect, and kombu's retries of it have no pause. The
-subscription's connections come from the Sentinel-managed pool, and it also re-checks the
-master's address every health_check_interval, moving to a new master. Every Sentinel pool of the
-process then follows (rcbundle.sentinel), and a consumer whose poll connection still leads to
-the old master drops it at the next poll start.
+Sentinel. The same behaviour over Sentinel: SentinelTransport (URL `sentinel://...`, one per
+Sentinel joined by ";", option `master_name`); its connections never switch to kombu's own
+transport at a reconnect (stay_on_this_transport). A publish that meets a master changing hands
+(READONLY from the demoted one, NOREPLICAS from a new one, or a restarted one, no replica has
+linked to yet; no master known to Sentinel) is sent again, with pauses, for up to
+MASTER_MOVING_SECONDS; so is the queue binding (SADD) that kombu's declare sends before a
+connection's first publish to a queue: Celery declares the task's queue after every reconnect,
+and kombu's retries of it have no pause. The subscription's connections come from the
+Sentinel-managed pool, and it also re-checks the master's address every health_check_interval,
+moving to a new master. Every Sentinel pool of the process then follows (rcbundle.sentinel), and
+a consumer whose poll connection still leads to the old master drops it at the next poll start.
 
 Health. A subscription's connection is PINGed when it was idle for health_check_interval
 (redis-py's check_health, at a poll start); one that leaves MISSED_PINGS_MAX PINGs unanswered is
@@ -91,6 +92,8 @@ rediss:// (or sentinel:// with SentinelTransport). Workers must use it for the s
 may use anything that speaks kombu. kombu's ack_emulation=False is not supported.
 
 kombu and redis-py internals relied on (rcbundle.versions refuses other kombu/Celery series):
+- kombu.Connection: cycle (the failover iterator over its alternates, None for none) and
+  completes_cycle(retries), set per connection by SentinelTransport (stay_on_this_transport).
 - kombu.transport.redis.Channel: _put (its keyword _publish_batch), _get_message_priority,
   _expires, conn_or_acquire, _brpop_start, _brpop_read, _in_poll, _brpop_sent_at (the poll
   protocol of its MultiChannelPoller), handlers (type -> read callback) and _poll_error(type),
@@ -150,7 +153,7 @@ from rcbundle import sentinel  # noqa: E402
 sentinel.install()  # every Sentinel pool of the process follows a master move at once
 
 import redis  # noqa: E402
-from kombu import Message  # noqa: E402
+from kombu import Connection, Message  # noqa: E402
 from kombu.transport import redis as kombu_redis  # noqa: E402
 from kombu.transport import virtual  # noqa: E402
 from kombu.utils.encoding import bytes_to_str  # noqa: E402
@@ -1037,4 +1040,24 @@ class Transport(PollWithoutSleep, kombu_redis.Transport):
 
 
 class SentinelTransport(PollWithoutSleep, kombu_redis.SentinelTransport):
+    """Module docstring: Sentinel (a connection of this transport never switches URL)."""
+
     Channel = SentinelChannel
+
+    def __init__(self, client: Connection, *args: object, **kwargs: object) -> None:
+        super().__init__(client, *args, **kwargs)
+        stay_on_this_transport(client)
+
+
+def stay_on_this_transport(client: Connection) -> None:
+    """Turn off kombu's failover between the URLs of a connection's ";" list (one per
+    Sentinel). At each connection error kombu switched to the next URL and took the transport
+    from its scheme (Connection.switch): kombu's own SentinelTransport from then on, without
+    this module (a refused send, a fetch without ownership). Sentinel needs no such failover:
+    every connection pool asks each Sentinel of the list (kombu's SentinelChannel reads them
+    from the connection's alternates, which stay). A full "cycle" through the list now takes one
+    retry, so every reconnect pauses as the retry policy says, where kombu paused only after
+    as many retries as there are Sentinels (Celery's task_publish_retry_policy gave a third)."""
+    state = cast(Any, client)
+    state.cycle = None
+    state.completes_cycle = lambda retries: True
