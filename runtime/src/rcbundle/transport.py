@@ -231,6 +231,9 @@ PUBLISH_WAIT_MS = 2000
 # kombu's own retries (Celery's task_publish_retry_policy) reconnect without a pause, and all
 # of them met the same old master: a rolling restart's switchover refused sends.
 MASTER_MOVING_SECONDS = 10.0
+# A refusal this soon after the thread gave up waiting is one of kombu's immediate retries of the
+# same send (or a caller's), raised at once rather than waited out again.
+RETRY_GAP_SECONDS = 1.0
 # What redis-py's SentinelManagedConnection raises for READONLY on a master connection.
 SENTINEL_READONLY_MESSAGE = "The previous master is now a slave"
 
@@ -465,43 +468,38 @@ def master_moving(exc: BaseException) -> bool:
     )
 
 
-class _Refusals(threading.local):
-    """This thread's current run of writes refused because the master is moving: since when,
-    and the latest."""
+class _GaveUp(threading.local):
+    """When this thread last gave up waiting for a moving master (monotonic seconds)."""
 
-    since: float | None = None
-    latest: float = 0.0
+    at: float = float("-inf")
 
 
-_refusals = _Refusals()
+_gave_up = _GaveUp()
 
 
 def _while_master_moves(what: str, write: Callable[[], None]) -> None:
     """WRITE, done again with growing pauses while it fails because the master is moving (a
-    write refused, so nothing was written: sending it again is safe); then its error goes to
-    kombu (Celery's publish retry policy). The pauses end MASTER_MOVING_SECONDS after the
-    thread's first refusal of the run, not of this write: kombu retries a failed publish at once
-    (reconnecting is quick when the master answers), and a master that keeps refusing (every
-    replica gone) would otherwise hold each retry that long again, a send for minutes."""
-    pause = 0.1
+    write refused, so nothing was written: sending it again is safe), for up to
+    MASTER_MOVING_SECONDS; then its error goes to kombu (Celery's publish retry policy). A
+    refusal within RETRY_GAP_SECONDS of the thread's last giving up is raised at once: kombu
+    retries a failed publish straight away (reconnecting is quick when the master answers), and
+    a master that keeps refusing (every replica gone) would otherwise hold each of its retries
+    that long again, a send for minutes."""
+    pause, deadline = 0.1, monotonic() + MASTER_MOVING_SECONDS
     while True:
         try:
             write()
+            return
         except redis.ConnectionError as exc:
             if not master_moving(exc):
                 raise
             now = monotonic()
-            if _refusals.since is None or now - _refusals.latest > MASTER_MOVING_SECONDS:
-                _refusals.since = now  # a new run (a success, or a long quiet, ended the last)
-            _refusals.latest = now
-            if now + pause > _refusals.since + MASTER_MOVING_SECONDS:
+            if now - _gave_up.at < RETRY_GAP_SECONDS or now + pause > deadline:
+                _gave_up.at = now
                 raise
             logger.info("rcbundle.transport: %s waits for the new master (%s)", what, exc)
             sleep(pause)
             pause = min(pause * 2, 1.0)
-        else:
-            _refusals.since = None
-            return
 
 
 class PublishNotReplicated(redis.ConnectionError):

@@ -4,12 +4,14 @@ it in time."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
 from typing import cast
 
 import pytest
+import redis
 from kombu import Connection
 
 from rcbundle import transport
@@ -70,12 +72,11 @@ def test_a_publish_no_replica_takes_fails_instead_of_being_accepted(
     wait_for("the replica back in sync", lambda: _in_sync(replica), 20)
 
 
-def test_a_master_refusing_writes_is_a_connection_error_clients_recover_from(
-    pair: tuple[RedisServer, RedisServer],
-) -> None:
-    # min-replicas-to-write with no replica in sync: every write answers NOREPLICAS. kombu and
-    # Celery must take it for a lost connection (retry, reconnect), not a broken command.
-    master, replica = pair
+@contextlib.contextmanager
+def refusing_writes(master: RedisServer, replica: RedisServer) -> Iterator[redis.Redis]:
+    """The master with min-replicas-to-write 1 and its replica detached: every write answers
+    NOREPLICAS until the replica links again. Yields the master's admin client; the replica is
+    linked and in sync again afterwards."""
     admin = master.client(PASSWORD)
     replica.client(PASSWORD).replicaof("NO", "ONE")
     try:
@@ -84,17 +85,24 @@ def test_a_master_refusing_writes_is_a_connection_error_clients_recover_from(
             lambda: admin.info("replication")["connected_slaves"] == 0,
         )
         admin.config_set("min-replicas-to-write", 1)
-        with connect(redis_url(master), RELIABLE) as conn:
-            assert transport.NoReplicasError in conn.connection_errors or any(
-                issubclass(transport.NoReplicasError, kind) for kind in conn.connection_errors
-            )
-            channel = cast(transport.Channel, conn.default_channel)
-            with pytest.raises(transport.NoReplicasError, match="Not enough good replicas"):
-                channel._put(queue("refused").name, {"body": "refused", "properties": {}})
+        yield admin
     finally:
         admin.config_set("min-replicas-to-write", 0)
         replica.client(PASSWORD).replicaof("127.0.0.1", master.port)
     wait_for("the replica back in sync", lambda: _in_sync(replica), 20)
+
+
+def test_a_master_refusing_writes_is_a_connection_error_clients_recover_from(
+    pair: tuple[RedisServer, RedisServer],
+) -> None:
+    # min-replicas-to-write with no replica in sync: every write answers NOREPLICAS. kombu and
+    # Celery must take it for a lost connection (retry, reconnect), not a broken command.
+    master, replica = pair
+    with refusing_writes(master, replica), connect(redis_url(master), RELIABLE) as conn:
+        assert any(issubclass(transport.NoReplicasError, kind) for kind in conn.connection_errors)
+        channel = cast(transport.Channel, conn.default_channel)
+        with pytest.raises(transport.NoReplicasError, match="Not enough good replicas"):
+            channel._put(queue("refused").name, {"body": "refused", "properties": {}})
 
 
 def test_a_send_declaring_its_queue_waits_for_a_replica_to_link_again(
@@ -104,27 +112,17 @@ def test_a_send_declaring_its_queue_waits_for_a_replica_to_link_again(
     # queue binding that kombu's declare sends first (Celery declares the task's queue after
     # every reconnect) and the publish wait for it, where kombu's own retries have no pause.
     master, replica = pair
-    admin = master.client(PASSWORD)
     to = queue("relinked")
-    replica.client(PASSWORD).replicaof("NO", "ONE")
     relink = threading.Timer(
         1.5, lambda: replica.client(PASSWORD).replicaof("127.0.0.1", master.port)
     )
-    try:
-        wait_for(
-            "the master without replicas",
-            lambda: admin.info("replication")["connected_slaves"] == 0,
-        )
-        admin.config_set("min-replicas-to-write", 1)
-        with connect(redis_url(master), RELIABLE) as conn:
-            started = time.monotonic()
-            relink.start()
+    with refusing_writes(master, replica), connect(redis_url(master), RELIABLE) as conn:
+        started = time.monotonic()
+        relink.start()
+        try:
             publish(conn, to, "sent once a replica is back")
-            waited = time.monotonic() - started
-        assert waited > 1
-        assert master.client(PASSWORD, db=DB).llen(PREFIX + to.name) == 1
-    finally:
-        relink.cancel()
-        admin.config_set("min-replicas-to-write", 0)
-        replica.client(PASSWORD).replicaof("127.0.0.1", master.port)
-    wait_for("the replica back in sync", lambda: _in_sync(replica), 20)
+        finally:
+            relink.cancel()
+        waited = time.monotonic() - started
+    assert waited > 1
+    assert master.client(PASSWORD, db=DB).llen(PREFIX + to.name) == 1
