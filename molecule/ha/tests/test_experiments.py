@@ -165,6 +165,7 @@ def test_a_killed_master_restarted_by_systemd_loses_and_refuses_nothing() -> Non
     assert figures["tasks_lost"] == 0, figures
     # They wait until a replica has linked to the restarted master again (NOREPLICAS before).
     assert figures["sends_refused"] == 0, figures
+    assert figures["worker_reconnects_on_kombus_transport"] == 0, figures
     assert figures["workers_restarted"] == 0, figures
 
 
