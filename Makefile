@@ -90,7 +90,7 @@ bench-deploy: bootstrap
 bench-tasks: bootstrap
 	python -m bench.harness
 
-# The replicated group against the single host (about 25 minutes), on the ha scenario's hosts:
+# The replicated group against the single host (about 10 minutes), on the ha scenario's hosts:
 # build/bench-ha.json, then BENCHMARKS.md's HA section.
 bench-ha: bootstrap
 	rm -f build/bench-ha.json
