@@ -10,8 +10,10 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "roles/redis/filter_plugins"))
 from redis_restart import (  # the role's plugin, not installed
+    bundle_redis_failed_turns,
     follows,
     info_fields,
+    new_master,
     replica_caught_up,
     replicas_caught_up,
     restart_plan,
@@ -114,3 +116,36 @@ def test_a_server_follows_the_address_it_replicates_from_with_its_link_up() -> N
     assert not follows(replica_info(1), "10.0.0.2")
     assert not follows(replica_info(1, link="down"), "10.0.0.1")
     assert not follows(master_info(1, 1), "10.0.0.1")
+
+
+OLD = "10.0.0.1"
+
+
+def test_the_new_master_is_the_one_every_sentinel_names() -> None:
+    assert new_master([["10.0.0.2", "6379"]] * 3, OLD) == ["10.0.0.2", "6379"]
+    assert new_master([["10.0.0.3", "6379"]], OLD) == ["10.0.0.3", "6379"]  # one Sentinel asked
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        [["10.0.0.1", "6379"]] * 3,  # nobody switched yet
+        [["10.0.0.2", "6379"], ["10.0.0.1", "6379"], ["10.0.0.2", "6379"]],  # one still old
+        [["10.0.0.2", "6379"], [], ["10.0.0.2", "6379"]],  # one did not answer
+        [["10.0.0.2", "6379"], ["10.0.0.3", "6379"], ["10.0.0.2", "6379"]],  # two views
+        [["ERR no such master with that name"]],  # not an address and a port
+        [],
+    ],
+)
+def test_no_new_master_until_every_sentinel_agrees(answers: list[list[str]]) -> None:
+    assert new_master(answers, OLD) == []
+
+
+def test_the_failed_turns_are_what_each_failed_server_noted_in_the_plays_order() -> None:
+    hostvars: dict[str, dict[str, object]] = {
+        "r1": {},
+        "r2": {"redis__turn_failed": "redis-server on r2 did not come back"},
+        "r3": {"redis__turn_failed": ""},
+    }
+    assert bundle_redis_failed_turns(HOSTS, hostvars) == ["redis-server on r2 did not come back"]
+    assert bundle_redis_failed_turns(["r1", "r3"], hostvars) == []

@@ -297,6 +297,28 @@ def test_redis_certificate_files_go_back_and_restart_every_server_never_quoted()
     ]
 
 
+def test_a_group_server_that_did_not_restart_gets_its_files_back_without_a_restart() -> None:
+    """In a replicated group the servers restart in turn: one that never restarted in this run
+    still runs what it loaded, so its files go back and it keeps serving; the one that
+    restarted (or is down) restarts on them. Live settings went to every server at once."""
+    key = "/etc/redis/tls/redis.key"
+    before = files(**{REDIS_CONF: redis_conf(), REDIS_LIVE: "loglevel notice\n", key: "old\n"})
+    after = {
+        **before,
+        REDIS_CONF: {**before[REDIS_CONF], "content": redis_conf("127.0.0.1 192.0.2.1")},
+        key: {**before[key], "content": "new\n"},
+    }
+    serving = [_redis_state("redis-server", "active", "running")]
+    kept = redis.redis_restore(before, after, serving, loaded=False)
+    assert [entry["path"] for entry in kept["write"]] == [REDIS_CONF, key]
+    assert kept["restart"] == []
+    assert redis.redis_restore(before, after, serving, loaded=True)["restart"] == ["redis-server"]
+    down = [_redis_state("redis-server", "activating", "auto-restart")]
+    assert redis.redis_restore(before, after, down, loaded=False)["restart"] == ["redis-server"]
+    live = {**before, REDIS_LIVE: {**before[REDIS_LIVE], "content": "loglevel debug\n"}}
+    assert redis.redis_restore(before, live, serving, loaded=False)["restart"] == ["redis-server"]
+
+
 def test_redis_probe_follows_the_tls_port() -> None:
     before = files(**{REDIS_CONF: redis_conf(port="port 0\ntls-port 6379")})
     plan = redis.redis_restore(before, {}, [_redis_state("redis-server", "failed")])
@@ -333,6 +355,17 @@ def test_redis_changes_name_the_variable_and_hide_secrets() -> None:
     assert "n3w-passw0rd" not in text
     assert "s3cret" not in text
     assert "#def" not in text
+
+
+def test_a_changed_replication_password_is_named_never_shown() -> None:
+    def conf(secret: str) -> str:
+        return redis_conf() + f'masteruser replication\nmasterauth "{secret}"\n'
+
+    before = files(**{REDIS_CONF: conf("old-replication-secret")})
+    after = files(**{REDIS_CONF: conf("new-replication-secret")})
+    text = "\n".join(redis.redis_changes(before, after))
+    assert f"{REDIS_CONF}: masterauth changed (redis_acl_replication_password)" in text
+    assert "replication-secret" not in text
 
 
 def test_redis_message_quotes_redis_and_the_probe() -> None:

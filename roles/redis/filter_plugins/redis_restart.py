@@ -35,6 +35,19 @@ def bundle_redis_restart_plan(
     return restart_plan(list(hosts), hostvars, master)
 
 
+def bundle_redis_failed_turns(
+    hosts: Sequence[str], hostvars: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Filter: ansible_play_hosts | bundle_redis_failed_turns(hostvars). What each server that
+    did not come back from its restart in turn noted on its host (redis__turn_failed,
+    tasks/restart_one.yml), in the play's order."""
+    return [
+        str(hostvars[host]["redis__turn_failed"])
+        for host in hosts
+        if hostvars[host].get("redis__turn_failed")
+    ]
+
+
 def info_fields(info: str) -> dict[str, str]:
     """INFO's `name:value` lines as a mapping (section headers and blank lines left out)."""
     fields: dict[str, str] = {}
@@ -108,6 +121,22 @@ def follows(info: str, address: str) -> bool:
     )
 
 
+def new_master(answers: Sequence[Sequence[str]], old: str) -> list[str]:
+    """The master the Sentinels asked name after a switchover from OLD (address), as
+    [address, port], once every one of them names the same one; [] until then. answers: each
+    Sentinel's GET-MASTER-ADDR-BY-NAME reply lines (empty for one that did not answer). A
+    Sentinel names the new master only once the promoted replica is one."""
+    named = [list(a) for a in answers if len(a) == 2 and a[0] != old]
+    if not named or len(named) != len(answers) or any(a != named[0] for a in named):
+        return []
+    return named[0]
+
+
+def bundle_redis_new_master(results: Sequence[Mapping[str, Any]], old: str) -> list[str]:
+    """Filter: registered_loop.results (or [registered]) | bundle_redis_new_master(address)."""
+    return new_master([list(r.get("stdout_lines") or []) for r in results], str(old))
+
+
 def bundle_redis_follows(info: str, address: str) -> bool:
     """Filter: info.stdout | bundle_redis_follows(master address)."""
     return follows(str(info), str(address))
@@ -119,7 +148,9 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "bundle_redis_restart_plan": bundle_redis_restart_plan,
+            "bundle_redis_failed_turns": bundle_redis_failed_turns,
             "bundle_redis_replicas_caught_up": bundle_redis_replicas_caught_up,
             "bundle_redis_replica_caught_up": bundle_redis_replica_caught_up,
             "bundle_redis_follows": bundle_redis_follows,
+            "bundle_redis_new_master": bundle_redis_new_master,
         }

@@ -42,6 +42,8 @@ DIRECTIVES = {
     "databases": "databases",
     "aclfile": "auth_mode",
     "requirepass": "password",
+    "masteruser": "acl_replication_user",
+    "masterauth": "acl_replication_password",
     "maxclients": "maxclients",
     "maxmemory": "*maxmemory_mb (or redis_*maxmemory_percent)",
     "maxmemory-policy": "*maxmemory_policy",
@@ -53,7 +55,7 @@ DIRECTIVES = {
     "tcp-keepalive": "tcp_keepalive",
     "LimitNOFILE": "maxclients",
 }
-SECRETS = {"requirepass", "user"}
+SECRETS = {"requirepass", "masterauth", "user"}
 
 
 def redis_snapshot(found: Mapping[str, Any], slurped: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,10 +85,14 @@ def redis_restore(
     before: Mapping[str, Mapping[str, str]],
     after: Mapping[str, Mapping[str, str]],
     states: Sequence[Mapping[str, Any]],
+    loaded: bool = True,
 ) -> dict[str, Any]:
-    """write: the earlier files that differ now; restart: the servers that are down or whose
-    files change back (a running server keeps what it loaded); probe: each of those with the
-    address and port its earlier configuration listens on."""
+    """write: the earlier files that differ now; restart: the servers that are down, and those
+    whose files change back when they may have loaded this run's (LOADED: a single host's
+    handlers restart at once; in a replicated group, only a server that restarted in its turn
+    did), and those whose live settings change back (the handlers set them on every server);
+    probe: each of those with the address and port its earlier configuration listens
+    on."""
     write = [
         {"path": path, **entry}
         for path, entry in sorted(before.items())
@@ -98,7 +104,8 @@ def redis_restore(
     for unit, (config, live, _) in SERVERS.items():
         dropin = f"/etc/systemd/system/{unit}.service.d/bundle.conf"
         tls = any(path.startswith(TLS_DIR) for path in written)
-        if config in before and (unit in down or tls or {config, live, dropin} & written):
+        changed_back = tls or bool({config, live, dropin} & written)
+        if config in before and (unit in down or live in written or (loaded and changed_back)):
             restart.append(unit)
     return {
         "write": write,
