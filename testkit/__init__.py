@@ -4,6 +4,7 @@ bundle's own ansible.cfg, and commands on lab hosts. Imported from the repositor
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,16 @@ def playbook(
         timeout=timeout,
         check=False,
     )
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """A playbook run's PLAY RECAP: each host's counts (ok, changed, failed, ...), colours or
+    not (Molecule's verify step forces them on)."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", stdout)
+    return {
+        host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
+        for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", plain, re.M)
+    }
 
 
 def molecule_inventory() -> Path:

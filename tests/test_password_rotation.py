@@ -130,6 +130,27 @@ def test_rotating_one_user_leaves_the_others_alone(tmp_path: Path) -> None:
     assert rendered["admin"] == ADMIN
 
 
+def test_a_sentinel_rotation_lets_every_sentinel_take_both_passwords(tmp_path: Path) -> None:
+    """A Sentinel's own users (the peers log in as the Sentinel user): both hashes while the
+    previous is set, so a peer not yet restarted, still using the old one, gets in."""
+    new, old = "test-only-new-sentinel-0123456789", "test-only-old-sentinel-0123456789"
+    variables = {"redis_auth_mode": "acl", "redis_acl_sentinel_password": new} | CURRENT
+    rotating = variables | {"redis_acl_sentinel_password_previous": old}
+    for given, expected in ((variables, [sha(new)]), (rotating, [sha(new), sha(old)])):
+        where = tmp_path / str(len(expected))
+        where.mkdir()
+        users = role_values(
+            where,
+            "redis",
+            {"users": "__redis_sentinel_users"},
+            given,
+            [REPO / "roles/redis/filter_plugins/redis_acl.py"],
+        )["users"]
+        assert hashes(users)["sentinel"] == expected
+        assert new not in users
+        assert old not in users
+
+
 # --- validation ------------------------------------------------------------------------------
 
 ACL = {"redis_auth_mode": "acl"} | CURRENT
@@ -183,6 +204,19 @@ def same_message(name: str, vault: str) -> str:
                 same_message("redis_acl_monitor_password", "vault_redis_monitor_password"),
             ],
         ),
+        (
+            ACL
+            | {
+                "redis_acl_replication_password": "test-only-replication-0123456789",
+                "redis_acl_replication_password_previous": "test-only-replication-0123456789",
+                "redis_acl_sentinel_password": "test-only-sentinel-0123456789",
+                "redis_acl_sentinel_password_previous": "test-only-sentinel-0123456789",
+            },
+            [
+                same_message("redis_acl_replication_password", "vault_redis_replication_password"),
+                same_message("redis_acl_sentinel_password", "vault_redis_sentinel_password"),
+            ],
+        ),
     ],
     ids=[
         "no rotation",
@@ -192,6 +226,7 @@ def same_message(name: str, vault: str) -> str:
         "requirepass celery",
         "same admin",
         "same celery and monitor",
+        "same replication and sentinel",
     ],
 )
 def test_previous_password_rules(variables: dict[str, Any], expected: list[str]) -> None:

@@ -3,6 +3,7 @@ master, the address the group uses, and the rules validation applies before any 
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from typing import Any
 
@@ -12,11 +13,13 @@ from conftest import REPO
 sys.path.insert(0, str(REPO / "roles/redis/filter_plugins"))
 from redis_replication import (  # the role's plugin, not installed
     current_master,
+    group_password_errors,
     mismatch_errors,
     replicaof,
     replication_address,
     replication_errors,
     role_defaults,
+    user_passwords,
 )
 
 HOSTS = ["r1", "r2", "r3"]
@@ -124,3 +127,83 @@ def test_a_secret_that_differs_is_named_and_not_shown() -> None:
     (error,) = mismatch_errors(HOSTS, hostvars)
     assert error.startswith("redis_acl_sentinel_password differs between r1 and r2")
     assert SECRET not in error
+
+
+# --- a group's own passwords, changed in one step -------------------------------------------
+
+NEW_PW, OLD_PW = "test-only-new-replication-0123", "test-only-old-replication-0123"
+
+
+def getuser(*passwords: str) -> list[str]:
+    """An ACL GETUSER reply's lines for a user with these passwords."""
+    hashes = [hashlib.sha256(p.encode()).hexdigest() for p in passwords]
+    return ["flags", "on", "passwords", *hashes, "commands", "-@all +psync", "keys", ""]
+
+
+def asked(lines: list[str], rc: int = 0) -> dict[str, Any]:
+    item = {"variable": "redis_acl_replication_password", "where": "the group's servers"}
+    return {"item": item, "rc": rc, "stdout_lines": lines}
+
+
+def test_the_password_hashes_of_a_getuser_reply() -> None:
+    assert user_passwords(getuser(NEW_PW, OLD_PW)) == [
+        hashlib.sha256(p.encode()).hexdigest() for p in (NEW_PW, OLD_PW)
+    ]
+    assert user_passwords(getuser()) == []
+    assert user_passwords(["(nil)"]) is None
+
+
+@pytest.mark.parametrize(
+    ("running", "variables"),
+    [
+        (getuser(NEW_PW), {"redis_acl_replication_password": NEW_PW}),  # nothing changes
+        (
+            getuser(OLD_PW),
+            {  # step 1
+                "redis_acl_replication_password": NEW_PW,
+                "redis_acl_replication_password_previous": OLD_PW,
+            },
+        ),
+        (getuser(NEW_PW, OLD_PW), {"redis_acl_replication_password": NEW_PW}),  # step 2
+    ],
+    ids=["unchanged", "step 1", "step 2"],
+)
+def test_the_two_steps_pass(running: list[str], variables: dict[str, str]) -> None:
+    assert group_password_errors([asked(running)], variables) == []
+
+
+def test_a_change_in_one_step_is_refused_naming_the_variables_only() -> None:
+    (error,) = group_password_errors(
+        [asked(getuser(OLD_PW))], {"redis_acl_replication_password": NEW_PW}
+    )
+    assert error.startswith(
+        "redis_acl_replication_password is not the password the group's servers know, and"
+        " redis_acl_replication_password_previous is empty"
+    )
+    assert "Rotate it in two steps (README, Rotating secrets)" in error
+    assert NEW_PW not in error
+    assert OLD_PW not in error
+
+
+def test_a_previous_the_group_does_not_know_is_refused() -> None:
+    variables = {
+        "redis_acl_replication_password": NEW_PW,
+        "redis_acl_replication_password_previous": "test-only-mistyped-0123456789",
+    }
+    (error,) = group_password_errors([asked(getuser(OLD_PW))], variables)
+    assert error.startswith(
+        "Neither redis_acl_replication_password nor redis_acl_replication_password_previous"
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        asked(["Could not connect to Redis at 127.0.0.1:26379: Connection refused"], rc=1),
+        asked(["(nil)"]),  # a single host growing into a group: no such user yet
+        {"skipped": True, "item": asked([])["item"]},
+    ],
+    ids=["nothing answers", "no such user", "not a group"],
+)
+def test_a_group_that_does_not_answer_is_not_judged(answer: dict[str, Any]) -> None:
+    assert group_password_errors([answer], {"redis_acl_replication_password": NEW_PW}) == []

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+import testkit
 from rcbundle.config import celery_config, load_settings
 from testkit import controller
 
@@ -105,3 +106,19 @@ def test_what_the_controller_cannot_reach_is_refused(
 def test_a_value_toml_cannot_hold_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         controller.write_toml({"a": {"b": 1.5}}, tmp_path / "x.toml")
+
+
+def test_recap_reads_each_hosts_counts_with_colours_or_without() -> None:
+    plain = (
+        "PLAY RECAP ****\n"
+        "redis1                     : ok=5    changed=0    unreachable=0    failed=1    skipped=7\n"
+        "worker1                    : ok=6    changed=2    unreachable=0    failed=0    skipped=4\n"
+    )
+    coloured = plain.replace("redis1", "\x1b[0;31mredis1\x1b[0m").replace(
+        "ok=5", "\x1b[0;32mok=5\x1b[0m"
+    )
+    for stdout in (plain, coloured):
+        counts = testkit.recap(stdout)
+        assert counts["redis1"]["failed"] == 1
+        assert counts["redis1"]["ok"] == 5
+        assert counts["worker1"]["changed"] == 2

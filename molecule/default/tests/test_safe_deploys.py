@@ -27,7 +27,7 @@ from celery import Celery, states
 from celery.result import AsyncResult
 from conftest import REPO
 
-from testkit import molecule_inventory, on, playbook
+from testkit import molecule_inventory, on, playbook, recap
 
 WORKER1, WORKER2, REDIS1 = "mol-default-worker1", "mol-default-worker2", "mol-default-redis1"
 WORKERS = (WORKER1, WORKER2)
@@ -130,13 +130,6 @@ def deploy(*extra: str) -> subprocess.CompletedProcess[str]:
     # profile_tasks prints when each task starts: the rollback's own duration comes from it.
     os.environ["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"
     return playbook("deploy.yml", molecule_inventory(), *extra, timeout=1200)
-
-
-def recap(stdout: str) -> dict[str, dict[str, int]]:
-    return {
-        host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
-        for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)
-    }
 
 
 def elapsed_at(stdout: str, task: str) -> float:

@@ -354,6 +354,7 @@ ORDER = [
     "test_failover",
     "test_isolation",
     "test_rolling_restart",
+    "test_rotation",
     "test_migration",
     "test_experiments",
     "test_bench",

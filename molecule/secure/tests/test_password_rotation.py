@@ -46,6 +46,8 @@ from conftest import (
     worker_host,
 )
 
+from testkit import recap
+
 testinfra_hosts = ["redis"]
 PREFIX = "taskapp:"
 QUEUE = "celery"
@@ -205,13 +207,6 @@ def unfinished(task_ids: list[str], password: str, timeout: float = 180) -> list
     finally:
         results.close()
     return left
-
-
-def recap(stdout: str) -> dict[str, dict[str, int]]:
-    return {
-        host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
-        for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)
-    }
 
 
 def changed_tasks(stdout: str) -> list[str]:

@@ -121,6 +121,16 @@ ROTATED = (
         "redis_acl_monitor_password_previous",
         "vault_redis_monitor_password",
     ),
+    (
+        "redis_acl_replication_password",
+        "redis_acl_replication_password_previous",
+        "vault_redis_replication_password",
+    ),
+    (
+        "redis_acl_sentinel_password",
+        "redis_acl_sentinel_password_previous",
+        "vault_redis_sentinel_password",
+    ),
 )
 
 

@@ -10,6 +10,7 @@ a group no Sentinel watches yet starts with its first host as the master.
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -51,7 +52,9 @@ SHARED_SECRETS = (
     "redis_acl_celery_password",
     "redis_acl_monitor_password",
     "redis_acl_replication_password",
+    "redis_acl_replication_password_previous",
     "redis_acl_sentinel_password",
+    "redis_acl_sentinel_password_previous",
 )
 
 
@@ -254,6 +257,67 @@ def bundle_redis_replication_mismatch_errors(
     return mismatch_errors(list(hosts), hostvars)
 
 
+def user_passwords(getuser: Sequence[str]) -> list[str] | None:
+    """The password hashes (hex) in an ACL GETUSER reply (its lines); None when the reply is
+    not a user's (no such user, an error)."""
+    lines = [str(line).strip() for line in getuser]
+    if "passwords" not in lines:
+        return None
+    found = []
+    for line in lines[lines.index("passwords") + 1 :]:
+        if not re.fullmatch(r"[0-9a-f]{64}", line):
+            break
+        found.append(line)
+    return found
+
+
+def group_password_errors(answers: Sequence[Mapping[str, Any]], v: Mapping[str, Any]) -> list[str]:
+    """Messages for a replicated group's own passwords changed in one step (README, Rotating
+    secrets). answers: the results of the loop that asked the running group ACL GETUSER, one
+    per user, each item {variable: 'redis_acl_replication_password', where: 'the group's
+    servers'} (a skipped one, or one nothing answered: a new host, a stopped server, counts
+    for nothing). v: the host's variables. Names the variables, never a value."""
+    errors = []
+    for answer in answers:
+        if answer.get("skipped") or answer.get("rc") != 0:
+            continue
+        known = user_passwords(answer.get("stdout_lines") or [])
+        if known is None:
+            continue
+        variable, where = answer["item"]["variable"], answer["item"]["where"]
+        previous = f"{variable}_previous"
+
+        def hashed(name: str) -> str | None:
+            value = v.get(name)
+            if value is None or value == "":
+                return None
+            return hashlib.sha256(str(value).encode("utf-8")).hexdigest()
+
+        if hashed(variable) in known or hashed(previous) in known:
+            continue
+        if hashed(previous) is None:
+            errors.append(
+                f"{variable} is not the password {where} know, and {previous} is empty: a"
+                " change in one step would leave the group's servers and Sentinels refusing"
+                f" each other. Rotate it in two steps (README, Rotating secrets): put the"
+                f" password in use in {previous} and the new one in {variable}, deploy, then"
+                f" empty {previous} and deploy again."
+            )
+        else:
+            errors.append(
+                f"Neither {variable} nor {previous} is the password {where} know: {previous}"
+                " must be the password the group uses now. Check the vault file."
+            )
+    return errors
+
+
+def bundle_redis_group_password_errors(
+    answers: Sequence[Mapping[str, Any]], v: Mapping[str, Any]
+) -> list[str]:
+    """Filter: answers | bundle_redis_group_password_errors(vars) (under no_log)."""
+    return group_password_errors(list(answers), v)
+
+
 class FilterModule:
     """Replication with Sentinel."""
 
@@ -264,4 +328,5 @@ class FilterModule:
             "bundle_redis_replicaof": bundle_redis_replicaof,
             "bundle_redis_replication_errors": bundle_redis_replication_errors,
             "bundle_redis_replication_mismatch_errors": bundle_redis_replication_mismatch_errors,
+            "bundle_redis_group_password_errors": bundle_redis_group_password_errors,
         }
