@@ -19,6 +19,7 @@ from redis_replication import (  # the role's plugin, not installed
     replication_address,
     replication_errors,
     role_defaults,
+    unknown_passwords,
     user_passwords,
 )
 
@@ -207,3 +208,14 @@ def test_a_previous_the_group_does_not_know_is_refused() -> None:
 )
 def test_a_group_that_does_not_answer_is_not_judged(answer: dict[str, Any]) -> None:
     assert group_password_errors([answer], {"redis_acl_replication_password": NEW_PW}) == []
+
+
+def test_the_passwords_the_running_group_does_not_know_yet() -> None:
+    """sentinel.yml's live ACL SETUSER, in step 1 only: a group that knows the current
+    password already (step 2, a second run of step 1) or did not answer needs none."""
+    current = {"redis_acl_replication_password": NEW_PW}
+    assert unknown_passwords([asked(getuser(OLD_PW))], current) == [
+        "redis_acl_replication_password"
+    ]
+    assert unknown_passwords([asked(getuser(OLD_PW, NEW_PW))], current) == []
+    assert unknown_passwords([asked(["(nil)"]), asked([], rc=1)], current) == []

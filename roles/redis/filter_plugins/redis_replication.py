@@ -271,31 +271,37 @@ def user_passwords(getuser: Sequence[str]) -> list[str] | None:
     return found
 
 
-def group_password_errors(answers: Sequence[Mapping[str, Any]], v: Mapping[str, Any]) -> list[str]:
-    """Messages for a replicated group's own passwords changed in one step (README, Rotating
-    secrets). answers: the results of the loop that asked the running group ACL GETUSER, one
-    per user, each item {variable: 'redis_acl_replication_password', where: 'the group's
-    servers'} (a skipped one, or one nothing answered: a new host, a stopped server, counts
-    for nothing). v: the host's variables. Names the variables, never a value."""
-    errors = []
+def _sha256(v: Mapping[str, Any], name: str) -> str | None:
+    value = v.get(name)
+    if value is None or value == "":
+        return None
+    return hashlib.sha256(str(value).encode("utf-8")).hexdigest()
+
+
+def _answered(answers: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, list[str]]]:
+    """(variable, where, password hashes) for each user the running group told about: the
+    results of validate.yml's ACL GETUSER loop, each item {variable, where}. A skipped one,
+    or one nothing answered (a new host, a stopped server), tells nothing."""
+    told = []
     for answer in answers:
         if answer.get("skipped") or answer.get("rc") != 0:
             continue
         known = user_passwords(answer.get("stdout_lines") or [])
-        if known is None:
-            continue
-        variable, where = answer["item"]["variable"], answer["item"]["where"]
+        if known is not None:
+            told.append((answer["item"]["variable"], answer["item"]["where"], known))
+    return told
+
+
+def group_password_errors(answers: Sequence[Mapping[str, Any]], v: Mapping[str, Any]) -> list[str]:
+    """Messages for a replicated group's own passwords changed in one step (README, Rotating
+    secrets). answers: as _answered reads them. v: the host's variables. Names the
+    variables, never a value."""
+    errors = []
+    for variable, where, known in _answered(answers):
         previous = f"{variable}_previous"
-
-        def hashed(name: str) -> str | None:
-            value = v.get(name)
-            if value is None or value == "":
-                return None
-            return hashlib.sha256(str(value).encode("utf-8")).hexdigest()
-
-        if hashed(variable) in known or hashed(previous) in known:
+        if _sha256(v, variable) in known or _sha256(v, previous) in known:
             continue
-        if hashed(previous) is None:
+        if _sha256(v, previous) is None:
             errors.append(
                 f"{variable} is not the password {where} know, and {previous} is empty: a"
                 " change in one step would leave the group's servers and Sentinels refusing"
@@ -309,6 +315,21 @@ def group_password_errors(answers: Sequence[Mapping[str, Any]], v: Mapping[str, 
                 " must be the password the group uses now. Check the vault file."
             )
     return errors
+
+
+def unknown_passwords(answers: Sequence[Mapping[str, Any]], v: Mapping[str, Any]) -> list[str]:
+    """The variables whose current password the running group, where it answered, does not
+    know yet (step 1 of a rotation, before this run changed anything)."""
+    return [
+        variable for variable, _, known in _answered(answers) if _sha256(v, variable) not in known
+    ]
+
+
+def bundle_redis_unknown_passwords(
+    answers: Sequence[Mapping[str, Any]], v: Mapping[str, Any]
+) -> list[str]:
+    """Filter: redis__group_users.results | bundle_redis_unknown_passwords(vars)."""
+    return unknown_passwords(list(answers), v)
 
 
 def bundle_redis_group_password_errors(
@@ -329,4 +350,5 @@ class FilterModule:
             "bundle_redis_replication_errors": bundle_redis_replication_errors,
             "bundle_redis_replication_mismatch_errors": bundle_redis_replication_mismatch_errors,
             "bundle_redis_group_password_errors": bundle_redis_group_password_errors,
+            "bundle_redis_unknown_passwords": bundle_redis_unknown_passwords,
         }
