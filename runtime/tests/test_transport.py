@@ -322,7 +322,7 @@ def test_other_publish_errors_and_a_master_that_stays_away_are_raised(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(transport, "sleep", lambda _: None)
-    monkeypatch.setattr(transport, "_gave_up", transport._GaveUp())
+    monkeypatch.setattr(transport, "_moving", transport._MasterMoving())
     refused = _Publisher(redis.ConnectionError("Connection refused."))
     with pytest.raises(redis.ConnectionError):
         transport.ReliableFetch._put(refused, "celery", {})  # type: ignore[arg-type]
@@ -335,29 +335,63 @@ def test_other_publish_errors_and_a_master_that_stays_away_are_raised(
     assert 1 < stuck.sent < 10
 
 
-def test_kombus_retries_of_a_master_that_keeps_refusing_do_not_each_wait_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Every replica gone: the master refuses every write. kombu retries a failed publish at
-    # once, 12 times with the bundle's policy; only the first waits, so the send fails within
-    # about 10 s, not 13 times that.
+def _clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A fake monotonic clock that sleep() moves on."""
     now = [0.0]
     monkeypatch.setattr(transport, "monotonic", lambda: now[0])
     monkeypatch.setattr(transport, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
-    monkeypatch.setattr(transport, "_gave_up", transport._GaveUp())
+    monkeypatch.setattr(transport, "_moving", transport._MasterMoving())
+    return now
+
+
+@pytest.mark.parametrize("reconnect", [0.05, 3.0, 9.0])
+def test_kombus_retries_of_a_master_that_keeps_refusing_do_not_each_wait_again(
+    monkeypatch: pytest.MonkeyPatch, reconnect: float
+) -> None:
+    # Every replica gone: the master refuses every write. kombu retries a failed publish after
+    # reconnecting, 12 times with the bundle's policy, at once when the master answers, seconds
+    # later when a Sentinel or a server does not (a flapping connection). The send waits about
+    # MASTER_MOVING_SECONDS in all, not each retry that long again.
+    now = _clock(monkeypatch)
     stuck = _Publisher(*[transport.NoReplicasError("NOREPLICAS") for _ in range(1000)])
     for _ in range(13):
         with pytest.raises(transport.NoReplicasError):
             transport.ReliableFetch._put(stuck, "celery", {})  # type: ignore[arg-type]
-        now[0] += 0.05  # kombu's reconnect
-    assert transport.MASTER_MOVING_SECONDS - 1 <= now[0] <= transport.MASTER_MOVING_SECONDS + 1
-    # A send after a quiet second waits again, and lands once the master takes writes.
-    now[0] += transport.RETRY_GAP_SECONDS
+        now[0] += reconnect
+    waited = now[0] - 13 * reconnect
+    assert transport.MASTER_MOVING_SECONDS - 1 <= waited <= transport.MASTER_MOVING_SECONDS + 1
+    # Every retry still tried its write: one the master takes goes through at once.
+    tries = stuck.sent
+    transport.ReliableFetch._put(_Publisher(), "celery", {})  # type: ignore[arg-type]
+    assert stuck.sent == tries
+
+
+def test_a_later_move_of_the_master_is_waited_for_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = _clock(monkeypatch)
+    stuck = _Publisher(*[transport.NoReplicasError("NOREPLICAS") for _ in range(1000)])
+    with pytest.raises(transport.NoReplicasError):
+        transport.ReliableFetch._put(stuck, "celery", {})  # type: ignore[arg-type]
+    # Quiet for longer than a wait: the next refusal starts a new one, and the send lands once
+    # the master takes writes.
+    now[0] += transport.MASTER_MOVING_SECONDS + 1
     started = now[0]
     back = _Publisher(*[transport.NoReplicasError("NOREPLICAS") for _ in range(4)])
     transport.ReliableFetch._put(back, "celery", {})  # type: ignore[arg-type]
     assert back.sent == 5
     assert now[0] - started > 1
+    # Another send, right after a send gave up (a caller sending again), gets a wait of its own.
+    with pytest.raises(transport.NoReplicasError):
+        transport.ReliableFetch._put(stuck, "celery", {})  # type: ignore[arg-type]
+    started = now[0]
+    other = _Publisher(*[transport.NoReplicasError("NOREPLICAS") for _ in range(4)])
+    transport.ReliableFetch._put(other, "celery", {"body": "another"})  # type: ignore[arg-type]
+    assert other.sent == 5
+    # A write taken ends the wait: a move right after it is waited for in full.
+    moved = _Publisher(*[transport.NoReplicasError("NOREPLICAS") for _ in range(1000)])
+    started = now[0]
+    with pytest.raises(transport.NoReplicasError):
+        transport.ReliableFetch._put(moved, "celery", {})  # type: ignore[arg-type]
+    assert now[0] - started >= transport.MASTER_MOVING_SECONDS - 1
 
 
 def test_a_sentinel_connection_keeps_this_transport_after_a_connection_error() -> None:

@@ -230,10 +230,9 @@ PUBLISH_WAIT_MS = 2000
 # switchover or a failover: the old master demoted, the new one without a linked replica yet).
 # kombu's own retries (Celery's task_publish_retry_policy) reconnect without a pause, and all
 # of them met the same old master: a rolling restart's switchover refused sends.
+# That is the wait of one send in all, however many times kombu retries it: refusals of the same
+# write less than this apart, with no write taken between them, are one wait (_MasterMoving).
 MASTER_MOVING_SECONDS = 10.0
-# A refusal this soon after the thread gave up waiting is one of kombu's immediate retries of the
-# same send (or a caller's), raised at once rather than waited out again.
-RETRY_GAP_SECONDS = 1.0
 # What redis-py's SentinelManagedConnection raises for READONLY on a master connection.
 SENTINEL_READONLY_MESSAGE = "The previous master is now a slave"
 
@@ -468,38 +467,50 @@ def master_moving(exc: BaseException) -> bool:
     )
 
 
-class _GaveUp(threading.local):
-    """When this thread last gave up waiting for a moving master (monotonic seconds)."""
+class _MasterMoving(threading.local):
+    """This thread's current wait for a moving master: the write it is for (_while_master_moves'
+    key), when its first refusal came and when its latest did (monotonic seconds)."""
 
-    at: float = float("-inf")
+    key: object = None
+    since: float = float("-inf")
+    last: float = float("-inf")
 
 
-_gave_up = _GaveUp()
+_moving = _MasterMoving()
 
 
-def _while_master_moves(what: str, write: Callable[[], None]) -> None:
+def _while_master_moves(what: str, key: object, write: Callable[[], None]) -> None:
     """WRITE, done again with growing pauses while it fails because the master is moving (a
-    write refused, so nothing was written: sending it again is safe), for up to
-    MASTER_MOVING_SECONDS; then its error goes to kombu (Celery's publish retry policy). A
-    refusal within RETRY_GAP_SECONDS of the thread's last giving up is raised at once: kombu
-    retries a failed publish straight away (reconnecting is quick when the master answers), and
-    a master that keeps refusing (every replica gone) would otherwise hold each of its retries
-    that long again, a send for minutes."""
-    pause, deadline = 0.1, monotonic() + MASTER_MOVING_SECONDS
+    write refused, so nothing was written: sending it again is safe); then its error goes to
+    kombu (Celery's publish retry policy). One write waits MASTER_MOVING_SECONDS at most in all,
+    counted from its first refusal, however many times kombu retries it: kombu retries a failed
+    publish after reconnecting, which takes from milliseconds (the master answers) to seconds (a
+    Sentinel or a server that does not), and a master that keeps refusing (every replica gone)
+    would otherwise hold each of those retries that long again, a send for minutes. KEY names
+    the write across kombu's retries (each builds a new channel and a new delivery tag): the
+    queue and the message's body and headers, or the binding. A wait ends when a write is
+    taken, when another write is refused (a new send: a caller sending again after a failure
+    gets a wait of its own), or when no refusal came for MASTER_MOVING_SECONDS. Every retry
+    still tries its write first: one the master takes goes through."""
+    pause = 0.1
     while True:
         try:
             write()
-            return
         except redis.ConnectionError as exc:
             if not master_moving(exc):
                 raise
             now = monotonic()
-            if now - _gave_up.at < RETRY_GAP_SECONDS or now + pause > deadline:
-                _gave_up.at = now
+            if key != _moving.key or now - _moving.last > MASTER_MOVING_SECONDS:
+                _moving.key, _moving.since = key, now
+            _moving.last = now
+            if now + pause > _moving.since + MASTER_MOVING_SECONDS:
                 raise
             logger.info("rcbundle.transport: %s waits for the new master (%s)", what, exc)
             sleep(pause)
             pause = min(pause * 2, 1.0)
+        else:
+            _moving.key, _moving.since, _moving.last = None, float("-inf"), float("-inf")
+            return
 
 
 class PublishNotReplicated(redis.ConnectionError):
@@ -616,12 +627,18 @@ class ReliableFetch(_ChannelBase):
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: object) -> None:
         """One publish, sent again while the master is moving (module docstring: Sentinel)."""
-        _while_master_moves("publish", lambda: self._put_once(queue, message, **kwargs))
+        key = ("publish", queue, str(message.get("body")), repr(message.get("headers")))
+        _while_master_moves("publish", key, lambda: self._put_once(queue, message, **kwargs))
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         """kombu's binding (the declare before a publish), sent again while the master moves."""
         bind = cast(Any, super())._queue_bind
-        _while_master_moves("queue binding", lambda: bind(exchange, routing_key, pattern, queue))
+        what = "queue binding"
+        _while_master_moves(
+            what,
+            (what, exchange, routing_key, queue),
+            lambda: bind(exchange, routing_key, pattern, queue),
+        )
 
     def _put_once(self, queue: str, message: dict[str, Any], **kwargs: object) -> None:
         """kombu's publish, then WAIT on the same connection for rcbundle_publish_replicas
