@@ -9,6 +9,7 @@ renewal window). The instances' per-node rules are in test_validate_plugins.py.
 
 from __future__ import annotations
 
+import base64
 import sys
 from pathlib import Path
 from typing import Any
@@ -784,3 +785,48 @@ def test_the_pki_cases_start_from_the_roles_defaults() -> None:
 def test_every_filter_carries_the_bundle_prefix() -> None:
     for module in (bundle_redis_validate, bundle_worker_validate, bundle_pki_validate):
         assert all(n.startswith("bundle_") for n in module.FilterModule().filters())
+
+
+def _pem(body: str) -> str:
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join(["-----BEGIN CERTIFICATE-----", *lines, "-----END CERTIFICATE-----", ""])
+
+
+def _slurp(text: str) -> dict[str, Any]:
+    return {"content": base64.b64encode(text.encode()).decode(), "encoding": "base64"}
+
+
+OLD_CA, NEW_CA = _pem("A" * 300), _pem("B" * 300)
+
+
+@pytest.mark.parametrize(
+    ("trusted", "installing", "expected"),
+    [
+        # A new host, or one without TLS yet: nothing to keep.
+        ({"msg": "file not found: /etc/redis/tls/ca.crt", "failed": False}, NEW_CA, []),
+        # The same CA, however its lines are wrapped or ended.
+        (_slurp(OLD_CA), OLD_CA.replace("\n", "\r\n") + "\n\n", []),
+        (_slurp(OLD_CA), NEW_CA, ["the earlier CA back (ca.crt and ca.key in pki_dir)"]),
+        # A bundle of two CAs is another CA file too.
+        (_slurp(OLD_CA), OLD_CA + NEW_CA, ["is not the one the replicated group's servers"]),
+    ],
+)
+def test_a_replicated_group_keeps_its_ca(
+    trusted: dict[str, Any], installing: str, expected: list[str]
+) -> None:
+    errors = bundle_redis_validate.bundle_redis_ca_change_errors(
+        trusted, installing, "bundle", "redis2"
+    )
+    assert len(errors) == len(expected)
+    for error, text in zip(errors, expected, strict=True):
+        assert text in error
+        assert error.startswith(
+            "redis_tls_source (bundle): the CA this run would install on redis2"
+        )
+
+
+def test_a_changed_ca_file_names_the_variable_to_put_back() -> None:
+    (error,) = bundle_redis_validate.bundle_redis_ca_change_errors(
+        _slurp(OLD_CA), NEW_CA, "files", "redis1"
+    )
+    assert "the file redis_tls_ca_cert_file names" in error

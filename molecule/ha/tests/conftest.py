@@ -350,6 +350,7 @@ def record_experiment(name: str, figures: dict[str, object]) -> None:
 # `bench`.
 ORDER = [
     "test_group",
+    "test_ca",
     "test_durable_publish",
     "test_failover",
     "test_isolation",

@@ -11,6 +11,7 @@ controller, where filters run, as Ansible's own `file` test does.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import re
@@ -348,12 +349,49 @@ def bundle_redis_bind_errors(binds: object) -> list[str]:
     return errors
 
 
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.S)
+
+
+def _certificates(pem: str) -> list[str]:
+    """The certificates of a PEM text, whitespace left out, in order."""
+    return ["".join(body.split()) for body in _PEM_CERTIFICATE.findall(pem)]
+
+
+def bundle_redis_ca_change_errors(
+    trusted: Mapping[str, Any], installing: str, source: str, host: str
+) -> list[str]:
+    """Filter: redis__trusted_ca | bundle_redis_ca_change_errors(pem, source, host). TRUSTED is
+    the slurp of the CA file a replicated group's server and Sentinel run with (none on a new
+    host), INSTALLING the CA this run would put there, read on the controller from SOURCE. A
+    different one is refused: restarted in turn onto it, each server and Sentinel would refuse
+    its peers' certificates and the group would stop."""
+    content = trusted.get("content")
+    if not content:
+        return []
+    now = base64.b64decode(content).decode("ascii", "replace")
+    if _certificates(now) == _certificates(installing):
+        return []
+    put_back = (
+        "ca.crt and ca.key in pki_dir"
+        if source == "bundle"
+        else "the file redis_tls_ca_cert_file names"
+    )
+    return [
+        f"redis_tls_source ({source}): the CA this run would install on {host} is not the one "
+        "the replicated group's servers and Sentinels trust now (/etc/redis/tls/ca.crt). "
+        "Restarted one at a time onto another CA, each would refuse its peers and the group "
+        "would stop: a deploy does not replace a replicated group's CA. Put the earlier CA "
+        f"back ({put_back}) and deploy again; no host has been changed."
+    ]
+
+
 class FilterModule:
     """The redis role's filters."""
 
     def filters(self) -> dict[str, Any]:
         return {
             "bundle_redis_bind_errors": bundle_redis_bind_errors,
+            "bundle_redis_ca_change_errors": bundle_redis_ca_change_errors,
             "bundle_redis_password_errors": bundle_redis_password_errors,
             "bundle_redis_settings_errors": bundle_redis_settings_errors,
             "bundle_redis_maxmemory_mb": bundle_redis_maxmemory_mb,
