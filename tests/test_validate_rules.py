@@ -806,7 +806,11 @@ OLD_CA, NEW_CA = _pem("A" * 300), _pem("B" * 300)
         ({"msg": "file not found: /etc/redis/tls/ca.crt", "failed": False}, NEW_CA, []),
         # The same CA, however its lines are wrapped or ended.
         (_slurp(OLD_CA), OLD_CA.replace("\n", "\r\n") + "\n\n", []),
-        (_slurp(OLD_CA), NEW_CA, ["the earlier CA back (ca.crt and ca.key in pki_dir)"]),
+        (
+            _slurp(OLD_CA),
+            NEW_CA,
+            ["the earlier CA back (/pki/ca.crt and its key beside it, where the certificates"],
+        ),
         # A bundle of two CAs is another CA file too.
         (_slurp(OLD_CA), OLD_CA + NEW_CA, ["is not the one the replicated group's servers"]),
     ],
@@ -815,7 +819,7 @@ def test_a_replicated_group_keeps_its_ca(
     trusted: dict[str, Any], installing: str, expected: list[str]
 ) -> None:
     errors = bundle_redis_validate.bundle_redis_ca_change_errors(
-        trusted, installing, "bundle", "redis2"
+        trusted, installing, "/pki/ca.crt", "bundle", "redis2"
     )
     assert len(errors) == len(expected)
     for error, text in zip(errors, expected, strict=True):
@@ -827,6 +831,6 @@ def test_a_replicated_group_keeps_its_ca(
 
 def test_a_changed_ca_file_names_the_variable_to_put_back() -> None:
     (error,) = bundle_redis_validate.bundle_redis_ca_change_errors(
-        _slurp(OLD_CA), NEW_CA, "files", "redis1"
+        _slurp(OLD_CA), NEW_CA, "/etc/ca.pem", "files", "redis1"
     )
-    assert "the file redis_tls_ca_cert_file names" in error
+    assert "CA back (in /etc/ca.pem, the file redis_tls_ca_cert_file names)" in error

@@ -38,7 +38,10 @@ def test_a_new_ca_is_refused_before_any_host_changes(tmp_path: Path) -> None:
             f"redis_tls_source (bundle): the CA this run would install on {host} is not the one "
             "the replicated group's servers and Sentinels trust now"
         ) in out, out[-3000:]
-    assert "Put the earlier CA back (ca.crt and ca.key in pki_dir) and deploy again" in out
+    assert (
+        f"Put the earlier CA back ({pki}/ca.crt and its key beside it, where the certificates "
+        "step keeps the bundle's CA) and deploy again; no host has been changed"
+    ) in " ".join(out.split()), out[-3000:]
     # The certificates step made the new CA on the controller; nothing reached a host.
     assert (pki / "ca.crt").exists()
     assert fingerprints() == before

@@ -358,13 +358,13 @@ def _certificates(pem: str) -> list[str]:
 
 
 def bundle_redis_ca_change_errors(
-    trusted: Mapping[str, Any], installing: str, source: str, host: str
+    trusted: Mapping[str, Any], installing: str, path: str, source: str, host: str
 ) -> list[str]:
-    """Filter: redis__trusted_ca | bundle_redis_ca_change_errors(pem, source, host). TRUSTED is
-    the slurp of the CA file a replicated group's server and Sentinel run with (none on a new
-    host), INSTALLING the CA this run would put there, read on the controller from SOURCE. A
-    different one is refused: restarted in turn onto it, each server and Sentinel would refuse
-    its peers' certificates and the group would stop."""
+    """Filter: redis__trusted_ca | bundle_redis_ca_change_errors(pem, path, source, host).
+    TRUSTED is the slurp of the CA file a replicated group's server and Sentinel run with (none
+    on a new host), INSTALLING the CA this run would put there, read on the controller from PATH
+    (redis_tls_source SOURCE). A different one is refused: restarted in turn onto it, each
+    server and Sentinel would refuse its peers' certificates and the group would stop."""
     content = trusted.get("content")
     if not content:
         return []
@@ -372,9 +372,9 @@ def bundle_redis_ca_change_errors(
     if _certificates(now) == _certificates(installing):
         return []
     put_back = (
-        "ca.crt and ca.key in pki_dir"
+        f"{path} and its key beside it, where the certificates step keeps the bundle's CA"
         if source == "bundle"
-        else "the file redis_tls_ca_cert_file names"
+        else f"in {path}, the file redis_tls_ca_cert_file names"
     )
     return [
         f"redis_tls_source ({source}): the CA this run would install on {host} is not the one "
